@@ -1,0 +1,34 @@
+# Two entry points, both self-installing into .venv: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA := datasets/synthetic
+RUN := runs/demo
+
+.PHONY: setup demo test lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python tools/demo.py --data $(DATA) --run $(RUN)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check reid tools tests benchmarks
+	$(BIN)/ruff format --check reid tools tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format reid tools tests benchmarks
+	$(BIN)/ruff check --fix reid tools tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs $(DATA)

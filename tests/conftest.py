@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny seeded datasets in tmp_path, the real Market-1501 folder if present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_jpeg(path: Path, seed: int = 0, size=(16, 8)) -> None:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, size=(*size, 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def make_jpeg():
+    return write_jpeg
+
+
+@pytest.fixture(scope="session")
+def market_root() -> Path:
+    """The real Market-1501 root: ``$REID_MARKET1501_ROOT``, else ``../shared/datasets/market1501``
+    beside the checkout (where this project's machines keep it)."""
+    candidates = [os.environ.get("REID_MARKET1501_ROOT"), str(REPO.parent / "shared/datasets/market1501")]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "bounding_box_train").is_dir():
+            return Path(candidate)
+    pytest.skip("real Market-1501 not found: set REID_MARKET1501_ROOT to a folder holding bounding_box_train/")
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A small synthetic Market-format dataset, generated once per test session."""
+    from reid.data.synthetic import SyntheticSpec, generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, SyntheticSpec(ids=40, images_per_id=12, longtail_ratio=4, distractors=20, junk=5, seed=3))
+    return root

@@ -27,11 +27,16 @@ def make_jpeg():
 def market_root() -> Path:
     """The real Market-1501 root: ``$REID_MARKET1501_ROOT``, else ``../shared/datasets/market1501``
     beside the checkout (where this project's machines keep it)."""
-    candidates = [os.environ.get("REID_MARKET1501_ROOT"), str(REPO.parent / "shared/datasets/market1501")]
+    candidates = [
+        os.environ.get("REID_MARKET1501_ROOT"),
+        str(REPO.parent / "shared/datasets/market1501"),
+    ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "bounding_box_train").is_dir():
             return Path(candidate)
-    pytest.skip("real Market-1501 not found: set REID_MARKET1501_ROOT to a folder holding bounding_box_train/")
+    pytest.skip(
+        "real Market-1501 not found: set REID_MARKET1501_ROOT to a folder holding bounding_box_train/"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -40,5 +45,8 @@ def synthetic_root(tmp_path_factory) -> Path:
     from reid.data.synthetic import SyntheticSpec, generate
 
     root = tmp_path_factory.mktemp("synthetic")
-    generate(root, SyntheticSpec(ids=40, images_per_id=12, longtail_ratio=4, distractors=20, junk=5, seed=3))
+    generate(
+        root,
+        SyntheticSpec(ids=40, images_per_id=12, longtail_ratio=4, distractors=20, junk=5, seed=3),
+    )
     return root

@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import pytest
 
-from reid.data import DatasetError, NO_CAMERA, load_dataset, load_manifest, load_market1501, load_msmt17, verify_images
+from reid.data import (
+    NO_CAMERA,
+    DatasetError,
+    load_dataset,
+    load_manifest,
+    load_market1501,
+    load_msmt17,
+    verify_images,
+)
 from reid.data.records import ImageRecord
 
 NAMES = {
-    "bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg", "0007_c3s3_001234_02.jpg",
-                           "0007_c3s3_001240_02.jpg", "-1_c1s1_000001_00.jpg", "0000_c1s1_000002_00.jpg"],
+    "bounding_box_train": [
+        "0002_c1s1_000451_03.jpg",
+        "0002_c2s1_000551_01.jpg",
+        "0007_c3s3_001234_02.jpg",
+        "0007_c3s3_001240_02.jpg",
+        "-1_c1s1_000001_00.jpg",
+        "0000_c1s1_000002_00.jpg",
+    ],
     "query": ["0010_c1s1_000100_01.jpg", "0011_c2s1_000200_01.jpg"],
-    "bounding_box_test": ["0010_c2s1_000300_01.jpg", "0010_c1s1_000301_01.jpg", "0011_c6s1_000400_01.jpg",
-                          "0000_c3s1_000500_01.jpg", "-1_c4s1_000600_01.jpg"],
+    "bounding_box_test": [
+        "0010_c2s1_000300_01.jpg",
+        "0010_c1s1_000301_01.jpg",
+        "0011_c6s1_000400_01.jpg",
+        "0000_c3s1_000500_01.jpg",
+        "-1_c4s1_000600_01.jpg",
+    ],
 }
 
 
@@ -57,7 +76,9 @@ def test_bad_file_name_is_named(market, make_jpeg):
 
 def test_camera_out_of_range(market, make_jpeg):
     make_jpeg(market / "query" / "0012_c7s1_000100_01.jpg")
-    with pytest.raises(DatasetError, match="0012_c7s1_000100_01.jpg: pid 12 / camera 7 out of range"):
+    with pytest.raises(
+        DatasetError, match="0012_c7s1_000100_01.jpg: pid 12 / camera 7 out of range"
+    ):
         load_market1501(market)
 
 
@@ -71,7 +92,9 @@ def test_corrupt_jpeg_fails_with_list(market):
     bad = market / "query" / "0012_c1s1_000100_01.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     ds = load_market1501(market)  # parsing never opens images
-    with pytest.raises(DatasetError, match=r"1 of \d+ images cannot be read:\n  .*0012_c1s1_000100_01.jpg"):
+    with pytest.raises(
+        DatasetError, match=r"1 of \d+ images cannot be read:\n  .*0012_c1s1_000100_01.jpg"
+    ):
         verify_images(ds.train + ds.query + ds.gallery)
 
 
@@ -80,11 +103,14 @@ def test_manifest_with_and_without_cameras(tmp_path, make_jpeg):
         make_jpeg(tmp_path / "img" / name)
     (tmp_path / "m.csv").write_text(
         "path,pid,camid,split\nimg/a.jpg,5,0,train\nimg/b.jpg,9,1,train\nimg/c.jpg,3,0,query\n"
-        "img/d.jpg,3,1,gallery\nimg/e.jpg,0,1,gallery\n")
+        "img/d.jpg,3,1,gallery\nimg/e.jpg,0,1,gallery\n"
+    )
     ds = load_dataset(tmp_path / "m.csv")
     assert [(r.pid, r.camid) for r in ds.train] == [(0, 0), (1, 1)]
     assert ds.query[0] == ImageRecord(str(tmp_path / "img/c.jpg"), 3, 0, "query")
-    (tmp_path / "n.csv").write_text("path,pid,split\nimg/a.jpg,5,train\nimg/c.jpg,3,query\nimg/d.jpg,3,gallery\n")
+    (tmp_path / "n.csv").write_text(
+        "path,pid,split\nimg/a.jpg,5,train\nimg/c.jpg,3,query\nimg/d.jpg,3,gallery\n"
+    )
     ds = load_manifest(tmp_path / "n.csv")
     assert {r.camid for r in ds.query + ds.gallery} == {NO_CAMERA}
 
@@ -110,10 +136,15 @@ def test_manifest_bad_input(tmp_path, make_jpeg, text, message):
 
 def test_msmt17_lists(tmp_path, make_jpeg):
     root = tmp_path / "MSMT17_V2"
-    lines = {"list_train.txt": ["0000/0000_000_01_0303morning_0015_0.jpg 0", "0001/0001_001_05_0303noon_0020_1.jpg 1"],
-             "list_val.txt": ["0001/0001_002_07_0303noon_0021_1.jpg 1"],
-             "list_query.txt": ["0100/0100_000_03_0303morning_0001_0.jpg 100"],
-             "list_gallery.txt": ["0100/0100_001_12_0303morning_0002_0.jpg 100"]}
+    lines = {
+        "list_train.txt": [
+            "0000/0000_000_01_0303morning_0015_0.jpg 0",
+            "0001/0001_001_05_0303noon_0020_1.jpg 1",
+        ],
+        "list_val.txt": ["0001/0001_002_07_0303noon_0021_1.jpg 1"],
+        "list_query.txt": ["0100/0100_000_03_0303morning_0001_0.jpg 100"],
+        "list_gallery.txt": ["0100/0100_001_12_0303morning_0002_0.jpg 100"],
+    }
     for name, rows in lines.items():
         (root).mkdir(exist_ok=True)
         (root / name).write_text("\n".join(rows) + "\n")

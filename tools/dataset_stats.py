@@ -9,30 +9,44 @@ from reid.logging_utils import tool_main
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, epilog="example: python tools/dataset_stats.py datasets/synthetic")
+    parser = argparse.ArgumentParser(
+        description=__doc__, epilog="example: python tools/dataset_stats.py datasets/synthetic"
+    )
     parser.add_argument("root", help="Market-format root, MSMT17 root or CSV manifest")
     parser.add_argument("--kind", default="auto")
-    parser.add_argument("--plot", default=None, help="histogram PNG (default ROOT/images_per_id.png)")
-    parser.add_argument("--verify-images", action="store_true", help="decode every image; fail listing broken ones")
+    parser.add_argument(
+        "--plot", default=None, help="histogram PNG (default ROOT/images_per_id.png)"
+    )
+    parser.add_argument(
+        "--verify-images", action="store_true", help="decode every image; fail listing broken ones"
+    )
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.root, args.kind, all_splits=False)
-    print(f"{'split':<8} {'ids':>6} {'images':>8} {'cams':>5} {'min':>5} {'median':>7} {'max':>5} {'max/min':>8} {'Gini':>6}")
+    print(
+        f"{'split':<8} {'ids':>6} {'images':>8} {'cams':>5} {'min':>5} {'median':>7} {'max':>5} {'max/min':>8} {'Gini':>6}"
+    )
     for name in ("train", "query", "gallery"):
         records = dataset.split(name)
         if not records:
             continue
         s = split_stats(records)
-        print(f"{name:<8} {s.ids:>6} {s.images:>8} {s.cameras:>5} {s.min_per_id:>5} {s.median_per_id:>7.1f} "
-              f"{s.max_per_id:>5} {s.imbalance_ratio:>8.2f} {s.gini:>6.3f}")
+        print(
+            f"{name:<8} {s.ids:>6} {s.images:>8} {s.cameras:>5} {s.min_per_id:>5} {s.median_per_id:>7.1f} "
+            f"{s.max_per_id:>5} {s.imbalance_ratio:>8.2f} {s.gini:>6.3f}"
+        )
     if args.verify_images:
         count = verify_images(dataset.train + dataset.query + dataset.gallery)
         print(f"all {count} images decode")
     source = Path(args.root)
-    plot = args.plot or str((source.parent if source.suffix == ".csv" else source) / "images_per_id.png")
-    plot_images_per_id(images_per_id(dataset.train), plot, f"{dataset.name}: training images per identity")
+    plot = args.plot or str(
+        (source.parent if source.suffix == ".csv" else source) / "images_per_id.png"
+    )
+    plot_images_per_id(
+        images_per_id(dataset.train), plot, f"{dataset.name}: training images per identity"
+    )
     print(f"histogram: {plot}")
 
 

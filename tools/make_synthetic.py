@@ -21,11 +21,17 @@ def get_args_parser() -> argparse.ArgumentParser:
         description=__doc__,
         epilog="example: python tools/make_synthetic.py --out datasets/synthetic --ids 200 --longtail-ratio 8",
     )
-    parser.add_argument("--out", required=True, help="output root (bounding_box_train/, query/, bounding_box_test/)")
+    parser.add_argument(
+        "--out", required=True, help="output root (bounding_box_train/, query/, bounding_box_test/)"
+    )
     parser.add_argument("--ids", type=int, default=200, help="identities; half train, half test")
     parser.add_argument("--cams", type=int, default=6)
-    parser.add_argument("--images-per-id", type=int, default=24, help="n_max of the long-tail profile")
-    parser.add_argument("--longtail-ratio", type=float, default=8.0, help="rho = n_max / n_min (1 = balanced)")
+    parser.add_argument(
+        "--images-per-id", type=int, default=24, help="n_max of the long-tail profile"
+    )
+    parser.add_argument(
+        "--longtail-ratio", type=float, default=8.0, help="rho = n_max / n_min (1 = balanced)"
+    )
     parser.add_argument("--size", type=parse_size, default=(128, 64), help="HxW")
     parser.add_argument("--distractors", type=int, default=100)
     parser.add_argument("--junk", type=int, default=30)
@@ -34,18 +40,30 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    spec = SyntheticSpec(args.ids, args.cams, args.images_per_id, args.longtail_ratio, args.size,
-                         args.distractors, args.junk, args.seed)
+    spec = SyntheticSpec(
+        args.ids,
+        args.cams,
+        args.images_per_id,
+        args.longtail_ratio,
+        args.size,
+        args.distractors,
+        args.junk,
+        args.seed,
+    )
     start = time.perf_counter()
     counts = generate(args.out, spec)
     seconds = time.perf_counter() - start
     total = sum(counts.values())
-    print(f"wrote {total} images to {args.out} in {seconds:.1f} s ({total / seconds * 60:.0f} images/min): {counts}")
+    print(
+        f"wrote {total} images to {args.out} in {seconds:.1f} s ({total / seconds * 60:.0f} images/min): {counts}"
+    )
     from reid.data import load_market_format
 
     train = load_market_format(args.out, "synthetic", splits=("train",)).train
     stats = split_stats(train)
-    print(f"train: {stats.ids} ids, {stats.images} images, imbalance {stats.imbalance_ratio:.1f}, Gini {stats.gini:.3f}")
+    print(
+        f"train: {stats.ids} ids, {stats.images} images, imbalance {stats.imbalance_ratio:.1f}, Gini {stats.gini:.3f}"
+    )
     contact_sheet(args.out, f"{args.out}/contact_sheet.png")
     print(f"contact sheet: {args.out}/contact_sheet.png")
 

@@ -31,7 +31,10 @@ def load_dataset(source: str | Path, kind: str = "auto", all_splits: bool = True
     if kind == "auto":
         if source.suffix.lower() == ".csv":
             kind = "manifest"
-        elif any((source / d / "list_train.txt").is_file() for d in ("", "MSMT17_V2", "MSMT17_V1", "MSMT17")):
+        elif any(
+            (source / d / "list_train.txt").is_file()
+            for d in ("", "MSMT17_V2", "MSMT17_V1", "MSMT17")
+        ):
             kind = "msmt17"
         else:
             kind = "market-format"
@@ -51,7 +54,19 @@ def market1501_root() -> Path | None:
 
 
 __all__ = [
-    "NO_CAMERA", "DatasetError", "ImageRecord", "ReIDDataset", "arrays", "load_dataset",
-    "load_manifest", "load_market1501", "load_dukemtmc", "load_msmt17", "load_market_format",
-    "read_image", "verify_images", "market1501_root", "MARKET_ENV",
+    "NO_CAMERA",
+    "DatasetError",
+    "ImageRecord",
+    "ReIDDataset",
+    "arrays",
+    "load_dataset",
+    "load_manifest",
+    "load_market1501",
+    "load_dukemtmc",
+    "load_msmt17",
+    "load_market_format",
+    "read_image",
+    "verify_images",
+    "market1501_root",
+    "MARKET_ENV",
 ]

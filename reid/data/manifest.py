@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .records import NO_CAMERA, SPLITS, DatasetError, ImageRecord, ReIDDataset, check_duplicates, relabel
+from .records import (
+    NO_CAMERA,
+    SPLITS,
+    DatasetError,
+    ImageRecord,
+    ReIDDataset,
+    check_duplicates,
+    relabel,
+)
 
 REQUIRED = ("path", "pid", "split")
 
@@ -28,21 +36,30 @@ def load_manifest(csv_path: str | Path, check_files: bool = True) -> ReIDDataset
         raise DatasetError(f"{csv_path}: not a readable CSV ({exc})") from None
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
-        raise DatasetError(f"{csv_path}: missing column(s) {missing}; required {list(REQUIRED)}, optional ['camid']")
+        raise DatasetError(
+            f"{csv_path}: missing column(s) {missing}; required {list(REQUIRED)}, optional ['camid']"
+        )
     if table.empty:
         raise DatasetError(f"{csv_path}: manifest has no rows")
     for column in ("pid", "camid"):
         if column in table.columns and not pd.api.types.is_integer_dtype(table[column]):
-            bad = table.index[pd.to_numeric(table[column], errors="coerce").isna() | (pd.to_numeric(table[column], errors="coerce") % 1 != 0)]
+            bad = table.index[
+                pd.to_numeric(table[column], errors="coerce").isna()
+                | (pd.to_numeric(table[column], errors="coerce") % 1 != 0)
+            ]
             row = int(bad[0]) + 2 if len(bad) else "?"
-            raise DatasetError(f"{csv_path}: column {column!r} must hold integers (first bad value on line {row})")
+            raise DatasetError(
+                f"{csv_path}: column {column!r} must hold integers (first bad value on line {row})"
+            )
     bad_split = sorted(set(table["split"].astype(str)) - set(SPLITS))
     if bad_split:
         raise DatasetError(f"{csv_path}: unknown split value(s) {bad_split}; valid: {list(SPLITS)}")
     table = table[table["pid"] != -1]
     distractor_rows = table[(table["pid"] == 0) & (table["split"] != "gallery")]
     if len(distractor_rows):
-        raise DatasetError(f"{csv_path}: pid 0 (distractor) allowed in the gallery only, found in line {distractor_rows.index[0] + 2}")
+        raise DatasetError(
+            f"{csv_path}: pid 0 (distractor) allowed in the gallery only, found in line {distractor_rows.index[0] + 2}"
+        )
     has_cam = "camid" in table.columns
     base = csv_path.parent
     dataset = ReIDDataset(csv_path.stem)
@@ -50,16 +67,22 @@ def load_manifest(csv_path: str | Path, check_files: bool = True) -> ReIDDataset
     for split in SPLITS:
         rows = table[table["split"] == split]
         records = []
-        for path, pid, camid in zip(rows["path"], rows["pid"], rows["camid"] if has_cam else [NO_CAMERA] * len(rows)):
+        for path, pid, camid in zip(
+            rows["path"], rows["pid"], rows["camid"] if has_cam else [NO_CAMERA] * len(rows)
+        ):
             full = Path(path) if Path(path).is_absolute() else base / path
             if check_files and not full.is_file():
                 missing_files.append(str(full))
             records.append(ImageRecord(str(full), int(pid), int(camid), split))
         setattr(dataset, split, relabel(records) if split == "train" else records)
     if missing_files:
-        raise DatasetError(f"{csv_path}: {len(missing_files)} listed file(s) not found, e.g. {missing_files[:5]}")
+        raise DatasetError(
+            f"{csv_path}: {len(missing_files)} listed file(s) not found, e.g. {missing_files[:5]}"
+        )
     paths = pd.Series([r.path for r in dataset.train + dataset.query + dataset.gallery])
     if paths.duplicated().any():
-        raise DatasetError(f"{csv_path}: duplicate path(s) {paths[paths.duplicated()].tolist()[:10]}")
+        raise DatasetError(
+            f"{csv_path}: duplicate path(s) {paths[paths.duplicated()].tolist()[:10]}"
+        )
     check_duplicates(dataset.query + dataset.gallery, str(csv_path))
     return dataset

@@ -28,7 +28,9 @@ def parse_name(path: Path, max_camid: int = 8) -> tuple[int, int]:
         raise DatasetError(f"{path}: file name does not match the Market-1501 pattern PPPP_cC...")
     pid, camid = int(match.group(1)), int(match.group(2))
     if pid < -1 or not 1 <= camid <= max_camid:
-        raise DatasetError(f"{path}: pid {pid} / camera {camid} out of range (camera 1..{max_camid})")
+        raise DatasetError(
+            f"{path}: pid {pid} / camera {camid} out of range (camera 1..{max_camid})"
+        )
     return pid, camid
 
 

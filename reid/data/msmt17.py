@@ -10,9 +10,11 @@ from pathlib import Path
 
 from .records import DatasetError, ImageRecord, ReIDDataset, check_duplicates, relabel
 
-LISTS = {"train": ("train", ["list_train.txt", "list_val.txt"]),
-         "query": ("test", ["list_query.txt"]),
-         "gallery": ("test", ["list_gallery.txt"])}
+LISTS = {
+    "train": ("train", ["list_train.txt", "list_val.txt"]),
+    "query": ("test", ["list_query.txt"]),
+    "gallery": ("test", ["list_gallery.txt"]),
+}
 
 
 def _read_list(root: Path, image_dir: Path, list_name: str, split: str) -> list[ImageRecord]:

@@ -55,7 +55,9 @@ class ReIDDataset:
             records = self.split(name)
             pids = {r.pid for r in records}
             cams = {r.camid for r in records}
-            rows.append(f"  {name:<8} {len(pids):>6} ids {len(records):>8} images {len(cams):>3} cams")
+            rows.append(
+                f"  {name:<8} {len(pids):>6} ids {len(records):>8} images {len(cams):>3} cams"
+            )
         return f"{self.name}\n" + "\n".join(rows)
 
 

@@ -19,7 +19,9 @@ def gini(counts) -> float:
     if values.size == 0 or values.sum() == 0:
         return 0.0
     ranks = np.arange(1, values.size + 1)
-    return float(2 * (ranks * values).sum() / (values.size * values.sum()) - (values.size + 1) / values.size)
+    return float(
+        2 * (ranks * values).sum() / (values.size * values.sum()) - (values.size + 1) / values.size
+    )
 
 
 @dataclass

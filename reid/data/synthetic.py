@@ -32,10 +32,30 @@ log = logging.getLogger(__name__)
 
 SKIN = [(241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (255, 219, 172)]
 HAIR = [(20, 20, 20), (60, 40, 20), (110, 75, 40), (200, 170, 90), (130, 130, 130), (150, 40, 30)]
-CLOTH = [(200, 30, 30), (30, 60, 170), (240, 240, 240), (25, 25, 25), (40, 140, 60), (230, 200, 40),
-         (120, 120, 120), (130, 70, 160), (240, 130, 40), (90, 170, 220), (150, 100, 60), (240, 150, 180)]
-LOWER = [(30, 30, 40), (40, 60, 120), (110, 110, 110), (160, 140, 100), (230, 230, 230),
-         (80, 50, 30), (30, 80, 50), (150, 30, 40)]
+CLOTH = [
+    (200, 30, 30),
+    (30, 60, 170),
+    (240, 240, 240),
+    (25, 25, 25),
+    (40, 140, 60),
+    (230, 200, 40),
+    (120, 120, 120),
+    (130, 70, 160),
+    (240, 130, 40),
+    (90, 170, 220),
+    (150, 100, 60),
+    (240, 150, 180),
+]
+LOWER = [
+    (30, 30, 40),
+    (40, 60, 120),
+    (110, 110, 110),
+    (160, 140, 100),
+    (230, 230, 230),
+    (80, 50, 30),
+    (30, 80, 50),
+    (150, 30, 40),
+]
 SHOES = [(20, 20, 20), (240, 240, 240), (120, 70, 40), (200, 40, 40)]
 PATTERNS = ("solid", "hstripes", "vstripes", "checks", "logo")
 GARMENTS = ("trousers", "trousers", "shorts", "skirt")
@@ -126,13 +146,17 @@ def _fill_pattern(draw: ImageDraw.ImageDraw, box, ident: Identity, view: str) ->
         for i, y in enumerate(range(int(y0), int(y1), step)):
             for j, x in enumerate(range(int(x0), int(x1), step)):
                 if (i + j) % 2:
-                    draw.rectangle((x, y, min(x1, x + step - 1), min(y1, y + step - 1)), fill=ident.upper2)
+                    draw.rectangle(
+                        (x, y, min(x1, x + step - 1), min(y1, y + step - 1)), fill=ident.upper2
+                    )
     elif ident.pattern == "logo" and view == "front":
         cx, cy, r = (x0 + x1) / 2, y0 + (y1 - y0) * 0.4, (x1 - x0) * 0.22
         draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=ident.upper2)
 
 
-def draw_person(draw: ImageDraw.ImageDraw, ident: Identity, view: str, cx: float, top: float, ph: float, rng) -> None:
+def draw_person(
+    draw: ImageDraw.ImageDraw, ident: Identity, view: str, cx: float, top: float, ph: float, rng
+) -> None:
     """Draw one pedestrian of height ``ph`` pixels whose head starts at ``top``, centred on ``cx``."""
     side = view == "side"
     bw = ph * ident.width * (0.55 if side else 1.0) * 0.5  # torso width
@@ -143,51 +167,111 @@ def draw_person(draw: ImageDraw.ImageDraw, ident: Identity, view: str, cx: float
     # bag behind the body
     if ident.bag == "backpack" and view != "front":
         off = bw * 0.35 if side else 0
-        draw.rectangle((cx - bw * 0.45 - off, y_neck + ph * 0.04, cx + bw * 0.45 - off, y_waist - ph * 0.04), fill=ident.bag_color)
+        draw.rectangle(
+            (cx - bw * 0.45 - off, y_neck + ph * 0.04, cx + bw * 0.45 - off, y_waist - ph * 0.04),
+            fill=ident.bag_color,
+        )
     # legs / lower garment
     leg_w = bw * 0.42
-    for sign in ((0,) if side else (-1, 1)):
+    for sign in (0,) if side else (-1, 1):
         lx = cx + sign * (leg_gap / 2 + leg_w / 2)
         leg_colour = ident.lower if ident.garment == "trousers" else ident.skin
         draw.rectangle((lx - leg_w / 2, y_waist, lx + leg_w / 2, y_feet), fill=leg_colour)
-        draw.rectangle((lx - leg_w / 2 - 1, y_feet, lx + leg_w / 2 + (3 if side else 1), top + ph), fill=ident.shoes)
+        draw.rectangle(
+            (lx - leg_w / 2 - 1, y_feet, lx + leg_w / 2 + (3 if side else 1), top + ph),
+            fill=ident.shoes,
+        )
     if ident.garment == "shorts":
-        draw.rectangle((cx - bw / 2, y_waist, cx + bw / 2, y_waist + (y_knee - y_waist) * 0.6), fill=ident.lower)
+        draw.rectangle(
+            (cx - bw / 2, y_waist, cx + bw / 2, y_waist + (y_knee - y_waist) * 0.6),
+            fill=ident.lower,
+        )
     elif ident.garment == "skirt":
-        draw.polygon([(cx - bw / 2, y_waist), (cx + bw / 2, y_waist), (cx + bw * 0.75, y_knee), (cx - bw * 0.75, y_knee)], fill=ident.lower)
+        draw.polygon(
+            [
+                (cx - bw / 2, y_waist),
+                (cx + bw / 2, y_waist),
+                (cx + bw * 0.75, y_knee),
+                (cx - bw * 0.75, y_knee),
+            ],
+            fill=ident.lower,
+        )
     # torso and arms
-    _fill_pattern(draw, (cx - bw / 2, y_neck + ph * 0.02, cx + bw / 2, y_waist + ph * 0.02), ident, view)
+    _fill_pattern(
+        draw, (cx - bw / 2, y_neck + ph * 0.02, cx + bw / 2, y_waist + ph * 0.02), ident, view
+    )
     sleeve = ident.upper if ident.long_sleeves else ident.skin
-    for sign in ((1,) if side else (-1, 1)):
+    for sign in (1,) if side else (-1, 1):
         ax = cx + sign * (bw / 2 + arm_w / 2) if not side else cx + rng.uniform(-bw * 0.2, bw * 0.2)
-        draw.rectangle((ax - arm_w / 2, y_neck + ph * 0.03, ax + arm_w / 2, y_waist + ph * 0.04), fill=sleeve)
+        draw.rectangle(
+            (ax - arm_w / 2, y_neck + ph * 0.03, ax + arm_w / 2, y_waist + ph * 0.04), fill=sleeve
+        )
         if not ident.long_sleeves:
-            draw.rectangle((ax - arm_w / 2, y_neck + ph * 0.03, ax + arm_w / 2, y_neck + ph * 0.1), fill=ident.upper)
+            draw.rectangle(
+                (ax - arm_w / 2, y_neck + ph * 0.03, ax + arm_w / 2, y_neck + ph * 0.1),
+                fill=ident.upper,
+            )
     # bags in front
     if ident.bag == "handbag":
         hx = cx + (bw / 2 + arm_w) * (1 if view != "back" else -1)
-        draw.rectangle((hx - bw * 0.18, y_waist - ph * 0.02, hx + bw * 0.18, y_waist + ph * 0.1), fill=ident.bag_color)
+        draw.rectangle(
+            (hx - bw * 0.18, y_waist - ph * 0.02, hx + bw * 0.18, y_waist + ph * 0.1),
+            fill=ident.bag_color,
+        )
     elif ident.bag == "shoulder":
-        draw.line((cx - bw / 2, y_neck + ph * 0.03, cx + bw / 2, y_waist), fill=ident.bag_color, width=max(1, int(bw * 0.12)))
-        draw.rectangle((cx + bw * 0.35, y_waist - ph * 0.06, cx + bw * 0.75, y_waist + ph * 0.04), fill=ident.bag_color)
+        draw.line(
+            (cx - bw / 2, y_neck + ph * 0.03, cx + bw / 2, y_waist),
+            fill=ident.bag_color,
+            width=max(1, int(bw * 0.12)),
+        )
+        draw.rectangle(
+            (cx + bw * 0.35, y_waist - ph * 0.06, cx + bw * 0.75, y_waist + ph * 0.04),
+            fill=ident.bag_color,
+        )
     elif ident.bag == "backpack" and view == "front":
         for sign in (-1, 1):
-            draw.line((cx + sign * bw * 0.3, y_neck + ph * 0.02, cx + sign * bw * 0.3, y_neck + ph * 0.18), fill=ident.bag_color, width=max(1, int(bw * 0.1)))
+            draw.line(
+                (
+                    cx + sign * bw * 0.3,
+                    y_neck + ph * 0.02,
+                    cx + sign * bw * 0.3,
+                    y_neck + ph * 0.18,
+                ),
+                fill=ident.bag_color,
+                width=max(1, int(bw * 0.1)),
+            )
     # head, hair, hat
-    draw.ellipse((cx - head_w / 2, top + head_h * 0.1, cx + head_w / 2, y_neck + 2), fill=ident.skin)
+    draw.ellipse(
+        (cx - head_w / 2, top + head_h * 0.1, cx + head_w / 2, y_neck + 2), fill=ident.skin
+    )
     if view == "back":
-        draw.ellipse((cx - head_w / 2, top + head_h * 0.05, cx + head_w / 2, y_neck), fill=ident.hair)
+        draw.ellipse(
+            (cx - head_w / 2, top + head_h * 0.05, cx + head_w / 2, y_neck), fill=ident.hair
+        )
     else:
-        draw.chord((cx - head_w / 2, top, cx + head_w / 2, top + head_h * 0.9), 180, 360, fill=ident.hair)
+        draw.chord(
+            (cx - head_w / 2, top, cx + head_w / 2, top + head_h * 0.9), 180, 360, fill=ident.hair
+        )
     if ident.long_hair:
-        draw.rectangle((cx - head_w / 2, top + head_h * 0.3, cx + head_w / 2, y_neck + ph * 0.08), fill=ident.hair)
+        draw.rectangle(
+            (cx - head_w / 2, top + head_h * 0.3, cx + head_w / 2, y_neck + ph * 0.08),
+            fill=ident.hair,
+        )
         if view != "back":
-            draw.ellipse((cx - head_w * 0.35, top + head_h * 0.35, cx + head_w * 0.35, y_neck), fill=ident.skin)
+            draw.ellipse(
+                (cx - head_w * 0.35, top + head_h * 0.35, cx + head_w * 0.35, y_neck),
+                fill=ident.skin,
+            )
     if ident.hat is not None:
-        draw.rectangle((cx - head_w * 0.6, top - head_h * 0.05, cx + head_w * 0.6, top + head_h * 0.3), fill=ident.hat)
+        draw.rectangle(
+            (cx - head_w * 0.6, top - head_h * 0.05, cx + head_w * 0.6, top + head_h * 0.3),
+            fill=ident.hat,
+        )
 
 
-def render(ident: Identity | None, camera: Camera, rng: np.random.Generator, size=(128, 64), kind="person") -> Image.Image:
+def render(
+    ident: Identity | None, camera: Camera, rng: np.random.Generator, size=(128, 64), kind="person"
+) -> Image.Image:
     """Render one crop. ``kind``: person | distractor (background, bad crop) | junk (fragment)."""
     height, width = size
     image = Image.new("RGB", (width, height), _shade(camera.background, rng.uniform(0.85, 1.15)))
@@ -195,15 +279,24 @@ def render(ident: Identity | None, camera: Camera, rng: np.random.Generator, siz
     for _ in range(int(rng.integers(3, 9))):  # background clutter in the camera's palette
         colour = _shade(camera.clutter[int(rng.integers(4))], rng.uniform(0.6, 1.2))
         x0, y0 = rng.uniform(-10, width), rng.uniform(-10, height)
-        draw.rectangle((x0, y0, x0 + rng.uniform(4, width * 0.8), y0 + rng.uniform(3, height * 0.5)), fill=colour)
-    draw.rectangle((0, height * rng.uniform(0.8, 0.92), width, height), fill=_shade(camera.background, 0.6))
+        draw.rectangle(
+            (x0, y0, x0 + rng.uniform(4, width * 0.8), y0 + rng.uniform(3, height * 0.5)),
+            fill=colour,
+        )
+    draw.rectangle(
+        (0, height * rng.uniform(0.8, 0.92), width, height), fill=_shade(camera.background, 0.6)
+    )
     if kind != "distractor" or rng.random() < 0.5:
         person = ident if ident is not None else sample_identity(rng)
         view = _pick(rng, VIEWS)
         scale = rng.uniform(0.85, 1.05) * (rng.uniform(1.3, 2.2) if kind != "person" else 1.0)
         ph = height * person.height * scale
         cx = width / 2 + rng.uniform(-5, 5) + (rng.uniform(-25, 25) if kind != "person" else 0)
-        top = (height - ph) / 2 + rng.uniform(-6, 6) + (rng.uniform(-40, 10) if kind != "person" else 0)
+        top = (
+            (height - ph) / 2
+            + rng.uniform(-6, 6)
+            + (rng.uniform(-40, 10) if kind != "person" else 0)
+        )
         draw_person(draw, person, view, cx, top, ph, rng)
     if kind == "person" and rng.random() < 0.25:  # partial occlusion: a passer-by, a pole, a car
         colour = tuple(int(v) for v in rng.integers(0, 255, size=3))
@@ -236,8 +329,11 @@ class SyntheticSpec:
 
 
 def _file_name(pid: int, cam: int, counter: int, rng) -> str:
-    return f"{pid:04d}_c{cam}s{int(rng.integers(1, 7))}_{counter:06d}_{int(rng.integers(1, 9)):02d}.jpg" if pid >= 0 else \
-        f"-1_c{cam}s{int(rng.integers(1, 7))}_{counter:06d}_{int(rng.integers(1, 9)):02d}.jpg"
+    return (
+        f"{pid:04d}_c{cam}s{int(rng.integers(1, 7))}_{counter:06d}_{int(rng.integers(1, 9)):02d}.jpg"
+        if pid >= 0
+        else f"-1_c{cam}s{int(rng.integers(1, 7))}_{counter:06d}_{int(rng.integers(1, 9)):02d}.jpg"
+    )
 
 
 def generate(out: str | Path, spec: SyntheticSpec) -> dict:
@@ -245,9 +341,13 @@ def generate(out: str | Path, spec: SyntheticSpec) -> dict:
     if spec.ids < 4:
         raise ValueError(f"--ids must be at least 4 (2 train + 2 test identities), got {spec.ids}")
     if spec.cams < 2:
-        raise ValueError(f"--cams must be at least 2 (queries need a cross-camera match), got {spec.cams}")
+        raise ValueError(
+            f"--cams must be at least 2 (queries need a cross-camera match), got {spec.cams}"
+        )
     if not 1 <= spec.cams <= 9:
-        raise ValueError(f"--cams must be at most 9 (one digit in the Market file name), got {spec.cams}")
+        raise ValueError(
+            f"--cams must be at most 9 (one digit in the Market file name), got {spec.cams}"
+        )
     out = Path(out)
     folders = {name: out / name for name in ("bounding_box_train", "query", "bounding_box_test")}
     for folder in folders.values():
@@ -277,10 +377,20 @@ def generate(out: str | Path, spec: SyntheticSpec) -> dict:
             n = int(caps[rank])
             n_cams = int(rng.integers(2, spec.cams + 1))
             seen = rng.choice(spec.cams, size=n_cams, replace=False)
-            cams = np.concatenate([seen[:2], rng.choice(seen, size=max(0, n - 2))])[:n] if n >= 2 else seen[:n]
+            cams = (
+                np.concatenate([seen[:2], rng.choice(seen, size=max(0, n - 2))])[:n]
+                if n >= 2
+                else seen[:n]
+            )
             if part == "train":
                 for cam in cams:
-                    save(render(ident, cameras[cam], rng, spec.size), "bounding_box_train", pid, int(cam), rng)
+                    save(
+                        render(ident, cameras[cam], rng, spec.size),
+                        "bounding_box_train",
+                        pid,
+                        int(cam),
+                        rng,
+                    )
             else:
                 queried = set()
                 for cam in cams:
@@ -290,14 +400,28 @@ def generate(out: str | Path, spec: SyntheticSpec) -> dict:
     rng = np.random.default_rng([spec.seed, 10**6])
     for _ in range(spec.distractors):
         cam = int(rng.integers(spec.cams))
-        save(render(None, cameras[cam], rng, spec.size, kind="distractor"), "bounding_box_test", 0, cam, rng)
+        save(
+            render(None, cameras[cam], rng, spec.size, kind="distractor"),
+            "bounding_box_test",
+            0,
+            cam,
+            rng,
+        )
     for _ in range(spec.junk):
         cam = int(rng.integers(spec.cams))
-        save(render(None, cameras[cam], rng, spec.size, kind="junk"), "bounding_box_test", -1, cam, rng)
+        save(
+            render(None, cameras[cam], rng, spec.size, kind="junk"),
+            "bounding_box_test",
+            -1,
+            cam,
+            rng,
+        )
     return counts
 
 
-def contact_sheet(root: str | Path, out_path: str | Path, identities: int = 8, per_id: int = 8) -> None:
+def contact_sheet(
+    root: str | Path, out_path: str | Path, identities: int = 8, per_id: int = 8
+) -> None:
     """A grid image: one row per identity (from the test folders), its images across cameras."""
     from .market1501 import load_market_format
 

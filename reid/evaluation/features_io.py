@@ -1,0 +1,106 @@
+"""Saved feature files (npz or parquet): features, pids, camids, paths, split.
+
+Lets a user evaluate features from any model. One file holds both query and gallery rows,
+told apart by ``split`` (``query`` | ``gallery``); parquet stores features as a list column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data.records import DatasetError
+
+
+@dataclass
+class FeatureSet:
+    features: np.ndarray  # (N, D) float32
+    pids: np.ndarray
+    camids: np.ndarray
+    paths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.pids)
+
+
+def save_features(path: str | Path, query: FeatureSet, gallery: FeatureSet) -> None:
+    path = Path(path)
+    split = np.array(["query"] * len(query) + ["gallery"] * len(gallery))
+    columns = {
+        "pids": np.concatenate([query.pids, gallery.pids]),
+        "camids": np.concatenate([query.camids, gallery.camids]),
+        "paths": np.concatenate([query.paths, gallery.paths]).astype(str),
+        "split": split,
+    }
+    features = np.vstack([query.features, gallery.features]).astype(np.float32)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".parquet":
+        table = pd.DataFrame(columns)
+        table["features"] = list(features)
+        table.to_parquet(tmp)
+    elif path.suffix == ".npz":
+        with open(tmp, "wb") as handle:
+            np.savez(handle, features=features, **columns)
+    else:
+        raise DatasetError(f"{path}: feature file must end in .npz or .parquet")
+    tmp.replace(path)
+
+
+def load_features(path: str | Path) -> tuple[FeatureSet, FeatureSet]:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: feature file not found")
+    try:
+        if path.suffix == ".parquet":
+            table = pd.read_parquet(path)
+            data = {c: table[c].to_numpy() for c in table.columns if c != "features"}
+            data["features"] = (
+                np.stack(table["features"].to_numpy()) if len(table) else np.zeros((0, 0))
+            )
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                data = {k: npz[k] for k in npz.files}
+        else:
+            raise DatasetError(f"{path}: feature file must end in .npz or .parquet")
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError(f"{path}: cannot read feature file ({exc})") from None
+    missing = [k for k in ("features", "pids", "camids", "split") if k not in data]
+    if missing:
+        raise DatasetError(
+            f"{path}: missing array(s) {missing}; need features, pids, camids, split (paths optional)"
+        )
+    features = np.asarray(data["features"], dtype=np.float32)
+    n = len(data["pids"])
+    if (
+        features.ndim != 2
+        or len(features) != n
+        or len(data["camids"]) != n
+        or len(data["split"]) != n
+    ):
+        raise DatasetError(
+            f"{path}: features {features.shape}, pids {n}, camids {len(data['camids'])}, "
+            f"split {len(data['split'])} do not line up"
+        )
+    if not np.isfinite(features).all():
+        raise DatasetError(f"{path}: features hold NaN or inf values")
+    paths = np.asarray(data.get("paths", np.array([""] * n)), dtype=str)
+    split = np.asarray(data["split"], dtype=str)
+    sets = []
+    for name in ("query", "gallery"):
+        mask = split == name
+        if not mask.any():
+            raise DatasetError(f"{path}: no rows with split == {name!r}")
+        sets.append(
+            FeatureSet(
+                features[mask],
+                np.asarray(data["pids"])[mask].astype(np.int64),
+                np.asarray(data["camids"])[mask].astype(np.int64),
+                paths[mask],
+            )
+        )
+    return sets[0], sets[1]

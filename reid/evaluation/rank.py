@@ -1,0 +1,483 @@
+"""Exact, memory-bounded CMC / mAP / mINP under the Market-1501 protocol (METHODS.md §1).
+
+Protocol: for each query, gallery items with the same pid *and* the same camera are removed
+(cameras equal to ``NO_CAMERA`` = -1 never match, so data without cameras counts every pair as
+cross-camera), gallery junk (pid -1) is ignored, distractors (pid 0) are ordinary negatives. A
+query with no positive left is *invalid*: excluded from every average, and counted.
+
+With the positives of a query at 1-based ranks ``r_1 < … < r_n`` among the remaining items:
+
+* CMC@k = 1 if ``r_1 <= k``;
+* AP ("torchreid", default; also fast-reid) = ``(1/n) Σ_i i / r_i``;
+* AP ("market-official", Market MATLAB ``compute_AP`` / Oxford ``compute_ap``, trapezoidal) =
+  ``(1/n) Σ_i (p'_i + p_i)/2`` with ``p_i = i/r_i`` and ``p'_i = (i-1)/(r_i-1)``, the precision at
+  the rank just before the hit (1 when ``r_i = 1``);
+* INP = ``n / r_n`` (Ye et al., TPAMI 2021).
+
+**Ties** are broken by gallery index: among items with exactly equal score, the lower gallery
+index ranks first (what a stable sort by score gives). torchreid's ``np.argsort`` quicksort leaves
+ties unspecified, so the two agree exactly on tie-free data.
+
+**How it is exact without sorting rows.** Scores (higher = better) are computed for a block of
+queries against the whole gallery with one matrix product, so peak memory is O(block × gallery).
+In each row the positives' scores are sorted (a handful per query), and every gallery item is
+assigned, by binary search, the number ``c_g`` of positives it strictly beats. A positive with
+score ``v`` has exactly ``#{g : c_g >= L(v)}`` items above it, where ``L(v)`` is the number of
+positives with score ``<= v``; a histogram of ``c_g`` and a suffix sum give every positive's rank
+at once. Items tied exactly with a positive are found in the same pass and added by index.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+NO_CAMERA = -1
+METRICS = ("cosine", "euclidean")
+AP_MODES = ("torchreid", "market-official")
+#: Default working-set budget for one block of queries (scores and per-item counters).
+BLOCK_BYTES = 256 * 2**20
+#: Below this fraction of items scoring above a query's hardest positive, count on those alone.
+SPARSE_FRACTION = 0.05
+
+
+@dataclass
+class RankResult:
+    """Metrics of one evaluation. Per-query arrays have one entry per query (NaN if invalid)."""
+
+    cmc: np.ndarray
+    mAP: float
+    mINP: float
+    num_valid_queries: int
+    num_invalid_queries: int
+    ap: np.ndarray = field(repr=False)
+    inp: np.ndarray = field(repr=False)
+    first_hit: np.ndarray = field(repr=False)  # 1-based rank of the first positive, 0 if invalid
+    timings: dict = field(default_factory=dict)
+
+    def rank(self, k: int) -> float:
+        return float(self.cmc[min(k, len(self.cmc)) - 1])
+
+    def as_dict(self) -> dict:
+        return {
+            "rank1": self.rank(1),
+            "rank5": self.rank(5),
+            "rank10": self.rank(10),
+            "rank20": self.rank(20),
+            "mAP": self.mAP,
+            "mINP": self.mINP,
+            "num_valid_queries": self.num_valid_queries,
+            "num_invalid_queries": self.num_invalid_queries,
+            "cmc": [float(v) for v in self.cmc],
+            "timings": self.timings,
+        }
+
+    def table(self) -> str:
+        d = self.as_dict()
+        return (
+            f"{'R1':>7} {'R5':>7} {'R10':>7} {'R20':>7} {'mAP':>7} {'mINP':>7} {'valid':>7} {'invalid':>7}\n"
+            f"{d['rank1']:7.2%} {d['rank5']:7.2%} {d['rank10']:7.2%} {d['rank20']:7.2%} "
+            f"{d['mAP']:7.2%} {d['mINP']:7.2%} {self.num_valid_queries:>7} {self.num_invalid_queries:>7}"
+        )
+
+
+# ----------------------------------------------------------------------------------------- input
+
+
+def _labels(name: str, values, length: int | None = None) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
+    if length is not None and array.size != length:
+        raise ValueError(f"{name} has {array.size} entries but there are {length} rows")
+    return array.astype(np.int64)
+
+
+def _features(name: str, values) -> torch.Tensor:
+    tensor = (
+        values
+        if isinstance(values, torch.Tensor)
+        else torch.from_numpy(np.ascontiguousarray(values))
+    )
+    if tensor.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (items × dim), got shape {tuple(tensor.shape)}")
+    if tensor.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    if not torch.is_floating_point(tensor):
+        raise ValueError(f"{name} must be floating point, got {tensor.dtype}")
+    if not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).any(dim=1).nonzero()[0, 0])
+        raise ValueError(f"{name} holds NaN or inf values (first in row {bad})")
+    return tensor.float()
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    return device
+
+
+def _block_size(num_gallery: int, chunk_size: int | None) -> int:
+    if chunk_size is not None:
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        return chunk_size
+    # per gallery item: float32 score + int32 count + int64 histogram slot + slack
+    return max(1, BLOCK_BYTES // (max(num_gallery, 1) * 24))
+
+
+# ----------------------------------------------------------------------------------------- core
+
+
+class _Protocol:
+    """Per-pid gallery lookups, so a block's positives and removals cost O(#same-pid items)."""
+
+    def __init__(self, query_pids, gallery_pids, query_camids, gallery_camids):
+        self.query_pids, self.query_camids = query_pids, query_camids
+        self.gallery_pids, self.gallery_camids = gallery_pids, gallery_camids
+        order = np.argsort(gallery_pids, kind="stable")
+        sorted_pids = gallery_pids[order]
+        uniques, starts = np.unique(sorted_pids, return_index=True)
+        ends = np.append(starts[1:], len(order))
+        self.by_pid = {int(p): order[s:e] for p, s, e in zip(uniques, starts, ends)}
+        self.junk = self.by_pid.get(-1, np.zeros(0, dtype=np.int64))
+
+    def block(self, start: int, end: int):
+        """Flat (row, gallery index) pairs of positives and of removed items for queries [start, end)."""
+        pos_rows, pos_cols, rm_rows, rm_cols = [], [], [], []
+        for row, q in enumerate(range(start, end)):
+            same = self.by_pid.get(int(self.query_pids[q]))
+            if same is None:
+                continue
+            cam = self.query_camids[q]
+            removed = (
+                (self.gallery_camids[same] == cam)
+                if cam != NO_CAMERA
+                else np.zeros(len(same), bool)
+            )
+            pos, rm = same[~removed], same[removed]
+            pos_rows.append(np.full(len(pos), row)), pos_cols.append(pos)
+            rm_rows.append(np.full(len(rm), row)), rm_cols.append(rm)
+        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)  # noqa: E731
+        return cat(pos_rows), cat(pos_cols), cat(rm_rows), cat(rm_cols)
+
+
+def _positive_ranks(
+    scores: torch.Tensor, pos_rows: np.ndarray, pos_cols: np.ndarray
+) -> torch.Tensor:
+    """1-based ranks of each row's positives (ascending, padded with a huge value): (B, P) int64.
+
+    ``scores`` (B, G) must already hold -inf at removed items.
+    """
+    device, (num_rows, num_gallery) = scores.device, scores.shape
+    counts = np.bincount(pos_rows, minlength=num_rows)
+    width = max(int(counts.max()) if counts.size else 0, 1)
+    rows_t = torch.from_numpy(pos_rows).to(device)
+    cols_t = torch.from_numpy(pos_cols).to(device)
+    slot = torch.from_numpy(
+        np.arange(len(pos_rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    ).to(device)
+    pos_scores = torch.full((num_rows, width), math.inf, device=device)
+    pos_index = torch.full((num_rows, width), num_gallery, dtype=torch.int64, device=device)
+    pos_scores[rows_t, slot] = scores[rows_t, cols_t]
+    pos_index[rows_t, slot] = cols_t
+    # sort positives by (score asc, index desc): "ascending key" when ties go to the lower index
+    order = torch.argsort(pos_index, dim=1, descending=True, stable=True)
+    pos_scores, pos_index = pos_scores.gather(1, order), pos_index.gather(1, order)
+    order = torch.argsort(pos_scores, dim=1, stable=True)
+    pos_scores, pos_index = pos_scores.gather(1, order), pos_index.gather(1, order)
+
+    # c_g = number of positives with score strictly below s_g. Only items scoring at least the
+    # lowest positive can have c_g >= 1, so when they are few (any decent model) the counting
+    # runs on them alone; otherwise a binary search over the whole block.
+    offsets_of = lambda rows: rows * (width + 1)  # noqa: E731
+    sel_rows, sel_cols = torch.nonzero(scores >= pos_scores[:, :1], as_tuple=True)
+    if sel_rows.numel() <= SPARSE_FRACTION * scores.numel():
+        values = scores[sel_rows, sel_cols]
+        row_positives = pos_scores[sel_rows]
+        beaten = (row_positives < values.unsqueeze(1)).sum(1)
+        flat = offsets_of(sel_rows) + beaten
+        candidate = row_positives.gather(1, beaten.clamp(max=width - 1).unsqueeze(1)).squeeze(1)
+        is_tie = candidate == values
+        tie_rows, tie_cols, tie_beaten = sel_rows[is_tie], sel_cols[is_tie], beaten[is_tie]
+    else:
+        beaten = torch.searchsorted(pos_scores, scores, right=False, out_int32=True)
+        flat = (beaten + offsets_of(torch.arange(num_rows, device=device).unsqueeze(1))).view(-1)
+        candidate = pos_scores.gather(1, beaten.long().clamp(max=width - 1))
+        tie_rows, tie_cols = torch.nonzero(candidate == scores, as_tuple=True)
+        tie_beaten = beaten[tie_rows, tie_cols].long()
+    hist = torch.bincount(flat, minlength=num_rows * (width + 1)).view(num_rows, width + 1)
+    suffix = hist.flip(1).cumsum(1).flip(1)  # suffix[b, L] = #{g : c_g >= L}, valid for L >= 1
+    at_or_below = torch.searchsorted(pos_scores, pos_scores, right=True)  # L(v) per positive
+    above = suffix.gather(1, at_or_below.clamp(max=width))
+
+    # exact ties with a positive: s_g equals the score of the lowest positive above c_g
+    if tie_rows.numel() > pos_rows.size:  # more than the positives tying with themselves
+        left = tie_beaten
+        tie_score = scores[tie_rows, tie_cols]
+        right = torch.searchsorted(
+            pos_scores[tie_rows], tie_score.unsqueeze(1), right=True
+        ).squeeze(1)
+        for offset in range(int((right - left).max())):
+            k = left + offset
+            ok = k < right
+            k = k.clamp(max=width - 1)
+            ok &= pos_index[tie_rows, k] > tie_cols
+            above.index_put_((tie_rows[ok], k[ok]), torch.ones_like(k[ok]), accumulate=True)
+    else:
+        # only self-ties: positive p is beaten by the other positives with an equal score and a
+        # lower index, which `above` (strict) missed; count them inside the tiny (B, P) matrix
+        same = pos_scores.unsqueeze(2) == pos_scores.unsqueeze(1)
+        lower = pos_index.unsqueeze(2) > pos_index.unsqueeze(1)
+        above += (same & lower).sum(2)
+    ranks = above + 1
+    ranks = torch.where(pos_scores.isinf(), torch.full_like(ranks, 2**62), ranks)
+    return ranks.sort(dim=1).values
+
+
+def _ap_from_ranks(ranks: np.ndarray, n: np.ndarray, mode: str) -> np.ndarray:
+    """AP per row from sorted 1-based ranks (B, P) padded with huge values, n positives per row."""
+    i = np.arange(1, ranks.shape[1] + 1, dtype=np.float64)
+    valid = i[None, :] <= n[:, None]
+    r = np.where(valid, ranks, 1).astype(np.float64)
+    precision = i / r
+    if mode == "market-official":
+        before = np.where(r > 1, (i - 1) / np.maximum(r - 1, 1), 1.0)
+        precision = (precision + before) / 2
+    return np.where(valid, precision, 0.0).sum(1) / np.maximum(n, 1)
+
+
+ScoreBlocks = Callable[[int, int], torch.Tensor]
+
+
+def _evaluate(
+    score_block: ScoreBlocks,
+    num_query: int,
+    num_gallery: int,
+    protocol: _Protocol,
+    *,
+    max_rank: int,
+    ap: str,
+    block: int,
+    device: torch.device,
+) -> RankResult:
+    if ap not in AP_MODES:
+        raise ValueError(f"unknown ap {ap!r}; valid: {', '.join(AP_MODES)}")
+    max_rank = min(max_rank, num_gallery)
+    ap_all = np.full(num_query, np.nan)
+    inp_all = np.full(num_query, np.nan)
+    first_hit = np.zeros(num_query, dtype=np.int64)
+    junk = torch.from_numpy(protocol.junk).to(device)
+    for start in range(0, num_query, block):
+        end = min(start + block, num_query)
+        scores = score_block(start, end)
+        pos_rows, pos_cols, rm_rows, rm_cols = protocol.block(start, end)
+        if rm_rows.size:
+            scores[
+                torch.from_numpy(rm_rows).to(device), torch.from_numpy(rm_cols).to(device)
+            ] = -math.inf
+        if junk.numel():
+            scores[:, junk] = -math.inf
+        n = np.bincount(pos_rows, minlength=end - start)
+        if pos_rows.size == 0:
+            continue
+        ranks = _positive_ranks(scores, pos_rows, pos_cols).cpu().numpy()
+        valid = n > 0
+        rows = np.nonzero(valid)[0]
+        ap_all[start + rows] = _ap_from_ranks(ranks[rows], n[rows], ap)
+        inp_all[start + rows] = n[rows] / ranks[rows, n[rows] - 1]
+        first_hit[start + rows] = ranks[rows, 0]
+    valid = first_hit > 0
+    num_valid = int(valid.sum())
+    if num_valid == 0:
+        raise ValueError(
+            "no valid query: no query has a positive in the gallery (check pids and camids)"
+        )
+    hits = first_hit[valid]
+    cmc = np.array([(hits <= k).mean() for k in range(1, max_rank + 1)])
+    return RankResult(
+        cmc=cmc,
+        mAP=float(np.nanmean(ap_all)),
+        mINP=float(np.nanmean(inp_all)),
+        num_valid_queries=num_valid,
+        num_invalid_queries=num_query - num_valid,
+        ap=ap_all,
+        inp=inp_all,
+        first_hit=first_hit,
+    )
+
+
+# ------------------------------------------------------------------------------------ public API
+
+
+def _check_labels(num_query, num_gallery, query_pids, gallery_pids, query_camids, gallery_camids):
+    query_pids = _labels("query_pids", query_pids, num_query)
+    gallery_pids = _labels("gallery_pids", gallery_pids, num_gallery)
+    query_camids = _labels("query_camids", query_camids, num_query)
+    gallery_camids = _labels("gallery_camids", gallery_camids, num_gallery)
+    if (query_pids == -1).any():
+        raise ValueError("query_pids contain junk pid -1; drop junk queries before evaluation")
+    return _Protocol(query_pids, gallery_pids, query_camids, gallery_camids)
+
+
+def pairwise_scores(
+    query: torch.Tensor, gallery: torch.Tensor, metric: str, gallery_sq=None
+) -> torch.Tensor:
+    """Scores, higher = closer: cosine similarity of L2-normalised rows, or minus squared L2."""
+    if metric == "cosine":
+        return query @ gallery.T
+    query_sq = (query * query).sum(1, keepdim=True)
+    if gallery_sq is None:
+        gallery_sq = (gallery * gallery).sum(1)
+    return torch.addmm(
+        query_sq + gallery_sq.unsqueeze(0), query, gallery.T, beta=1, alpha=-2
+    ).neg_()
+
+
+def feature_score_blocks(
+    query_features, gallery_features, metric: str, device
+) -> tuple[ScoreBlocks, int, int]:
+    """A ``score_block(start, end)`` over features; normalises for cosine."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    query = _features("query_features", query_features)
+    gallery = _features("gallery_features", gallery_features)
+    if query.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"feature dims differ: query {query.shape[1]} vs gallery {gallery.shape[1]}"
+        )
+    query, gallery = query.to(device), gallery.to(device)
+    if metric == "cosine":
+        query = torch.nn.functional.normalize(query, dim=1)
+        gallery = torch.nn.functional.normalize(gallery, dim=1)
+        gallery_sq = None
+    else:
+        gallery_sq = (gallery * gallery).sum(1)
+    return (
+        (lambda s, e: pairwise_scores(query[s:e], gallery, metric, gallery_sq)),
+        query.shape[0],
+        gallery.shape[0],
+    )
+
+
+@torch.no_grad()
+def evaluate_rank(
+    query_features,
+    gallery_features,
+    query_pids,
+    gallery_pids,
+    query_camids,
+    gallery_camids,
+    *,
+    metric: str = "cosine",
+    max_rank: int = 50,
+    ap: str = "torchreid",
+    device: str | torch.device | None = None,
+    chunk_size: int | None = None,
+) -> RankResult:
+    """CMC, mAP and mINP of query features against gallery features, exact over the whole gallery.
+
+    Args:
+        query_features: (Q, D) float array or tensor; gallery_features: (G, D).
+        query_pids, gallery_pids, query_camids, gallery_camids: int arrays (Q,) / (G,).
+        metric: ``cosine`` (on L2-normalised features) or ``euclidean`` (squared L2).
+        max_rank: CMC length (capped at G). ap: ``torchreid`` or ``market-official``.
+        device: ``cpu``, ``cuda`` or None (auto). chunk_size: queries per block (auto: ~256 MiB).
+    """
+    device = resolve_device(device)
+    score_block, num_query, num_gallery = feature_score_blocks(
+        query_features, gallery_features, metric, device
+    )
+    protocol = _check_labels(
+        num_query, num_gallery, query_pids, gallery_pids, query_camids, gallery_camids
+    )
+    return _evaluate(
+        score_block,
+        num_query,
+        num_gallery,
+        protocol,
+        max_rank=max_rank,
+        ap=ap,
+        block=_block_size(num_gallery, chunk_size),
+        device=device,
+    )
+
+
+@torch.no_grad()
+def evaluate_distmat(
+    distmat,
+    query_pids,
+    gallery_pids,
+    query_camids,
+    gallery_camids,
+    *,
+    max_rank: int = 50,
+    ap: str = "torchreid",
+    device: str | torch.device | None = "cpu",
+    chunk_size: int | None = None,
+) -> RankResult:
+    """The same metrics from a precomputed (Q, G) distance matrix (lower = closer)."""
+    device = resolve_device(device)
+    distances = _features("distmat", distmat)
+    num_query, num_gallery = distances.shape
+    protocol = _check_labels(
+        num_query, num_gallery, query_pids, gallery_pids, query_camids, gallery_camids
+    )
+    return _evaluate(
+        lambda s, e: distances[s:e].to(device).neg(),
+        num_query,
+        num_gallery,
+        protocol,
+        max_rank=max_rank,
+        ap=ap,
+        block=_block_size(num_gallery, chunk_size),
+        device=device,
+    )
+
+
+def evaluate_blocks(
+    blocks: Callable[[int, int], torch.Tensor],
+    num_query: int,
+    num_gallery: int,
+    query_pids,
+    gallery_pids,
+    query_camids,
+    gallery_camids,
+    *,
+    max_rank: int = 50,
+    ap: str = "torchreid",
+    device: str | torch.device = "cpu",
+    chunk_size: int | None = None,
+) -> RankResult:
+    """Metrics from a function returning (end-start, G) *distances* for queries [start, end)."""
+    device = resolve_device(device)
+    protocol = _check_labels(
+        num_query, num_gallery, query_pids, gallery_pids, query_camids, gallery_camids
+    )
+    return _evaluate(
+        lambda s, e: blocks(s, e).to(device).neg(),
+        num_query,
+        num_gallery,
+        protocol,
+        max_rank=max_rank,
+        ap=ap,
+        block=_block_size(num_gallery, chunk_size),
+        device=device,
+    )
+
+
+def iter_blocks(n: int, block: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, block):
+        yield start, min(start + block, n)

@@ -163,5 +163,5 @@ def test_color_histogram_baseline_is_far_from_saturated(synthetic_root):
     from reid.data.synthetic_baseline import histogram_baseline
 
     result = histogram_baseline(synthetic_root)
-    assert 0.05 < result["rank1"] < 0.75, result
-    assert np.isfinite(result["mAP"])
+    assert result["rank1"] < 0.5, result
+    assert np.isfinite(result["mAP"]) and result["queries"] > 20

@@ -25,7 +25,10 @@ def colour_histogram(path: str, bins: int = 8) -> np.ndarray:
     pixels = pixels[:, width // 4 : width - width // 4]
     codes = pixels[..., 0] * bins * bins + pixels[..., 1] * bins + pixels[..., 2]
     half = codes.shape[0] // 2
-    parts = [np.bincount(codes[:half].ravel(), minlength=bins**3), np.bincount(codes[half:].ravel(), minlength=bins**3)]
+    parts = [
+        np.bincount(codes[:half].ravel(), minlength=bins**3),
+        np.bincount(codes[half:].ravel(), minlength=bins**3),
+    ]
     feature = np.concatenate(parts).astype(np.float32)
     return feature / np.linalg.norm(feature)
 

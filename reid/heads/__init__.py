@@ -1,0 +1,36 @@
+"""Classifier heads (one per file) and ``build_head``; every head supports IR-Softmax centers."""
+
+from __future__ import annotations
+
+from .arcface import ArcFaceHead
+from .base import CENTER_UPDATES, WEIGHT_MODES, ClassifierHead
+from .circle import CircleHead
+from .cosface import CosFaceHead
+from .normface import NormFaceHead
+from .softmax import SoftmaxHead
+from .sphereface import SphereFaceHead
+from .virtual import VirtualSoftmaxHead
+
+HEADS = {
+    "softmax": SoftmaxHead,
+    "normface": NormFaceHead,
+    "cosface": CosFaceHead,
+    "arcface": ArcFaceHead,
+    "sphereface": SphereFaceHead,
+    "circle": CircleHead,
+    "virtual": VirtualSoftmaxHead,
+}
+
+
+def build_head(
+    name: str, in_features: int, num_classes: int, weights: str = "learned", **options
+) -> ClassifierHead:
+    """Build a head by name; ``weights="centers"`` turns it into its IR-Softmax variant."""
+    if name not in HEADS:
+        raise KeyError(f"unknown head {name!r}; valid: {', '.join(HEADS)}")
+    return HEADS[name](in_features, num_classes, weights=weights, **options)
+
+
+__all__ = ["HEADS", "build_head", "ClassifierHead", "WEIGHT_MODES", "CENTER_UPDATES"] + [
+    c.__name__ for c in HEADS.values()
+]

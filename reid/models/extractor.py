@@ -1,0 +1,77 @@
+"""Inference object: images or paths in, L2-normalised embeddings out (batched, device-aware)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from ..data.dataset import ImageDataset
+from ..data.images import read_image
+from ..data.records import ImageRecord
+from ..data.transforms import build_transforms
+
+
+class FeatureExtractor:
+    """``FeatureExtractor(model, image_size)(paths_or_images) -> (N, D) float32, unit rows``.
+
+    ``flip=True`` averages the embeddings of the image and its mirror before normalising.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        image_size=(256, 128),
+        device: str | None = None,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        flip: bool = False,
+        channels_last: bool = False,
+    ):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.transform = build_transforms(image_size, train=False)
+        self.batch_size, self.num_workers, self.flip = batch_size, num_workers, flip
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    @torch.no_grad()
+    def embed_batch(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True).contiguous(
+            memory_format=self.memory_format
+        )
+        features = self.model(images).float()
+        if self.flip:
+            features = features + self.model(images.flip(3)).float()
+        return torch.nn.functional.normalize(features, dim=1)
+
+    def __call__(self, inputs: Sequence[str | Image.Image]) -> np.ndarray:
+        tensors = [
+            self.transform(x.convert("RGB") if isinstance(x, Image.Image) else read_image(x))
+            for x in inputs
+        ]
+        out = [
+            self.embed_batch(torch.stack(tensors[i : i + self.batch_size])).cpu()
+            for i in range(0, len(tensors), self.batch_size)
+        ]
+        return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+    def extract_records(self, records: list[ImageRecord], progress: bool = False) -> np.ndarray:
+        """Embeddings of dataset records through a multi-worker DataLoader (order preserved)."""
+        from tqdm import tqdm
+
+        loader = DataLoader(
+            ImageDataset(records, self.transform),
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        out = [
+            self.embed_batch(images).cpu()
+            for images, *_ in tqdm(loader, disable=not progress, desc="extract", leave=False)
+        ]
+        return torch.cat(out).numpy()

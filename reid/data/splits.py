@@ -19,3 +19,91 @@ def longtail_caps(num_ids: int, n_max: int, ratio: float, minimum: int = 2) -> n
     i = np.arange(num_ids, dtype=np.float64)
     caps = np.floor(n_max * ratio ** (-i / (num_ids - 1)) + 1e-9).astype(np.int64)
     return np.maximum(caps, minimum)
+
+
+def apply_longtail(records: list, ratio: float, seed: int, minimum: int = 2) -> list:
+    """Cap images per identity with ``longtail_caps`` (n_max = the largest identity), identity
+    order and kept images chosen by ``seed``. ρ = 1 returns the records unchanged."""
+    if ratio == 1:
+        return list(records)
+    rng = np.random.default_rng(seed)
+    by_pid: dict[int, list] = {}
+    for record in records:
+        by_pid.setdefault(record.pid, []).append(record)
+    pids = sorted(by_pid)
+    order = [pids[i] for i in rng.permutation(len(pids))]
+    caps = longtail_caps(len(pids), max(len(v) for v in by_pid.values()), ratio, minimum)
+    kept = []
+    for pid, cap in zip(order, caps):
+        images = sorted(by_pid[pid], key=lambda r: r.path)
+        chosen = rng.permutation(len(images))[
+            : max(min(int(cap), len(images)), min(minimum, len(images)))
+        ]
+        kept += [images[i] for i in sorted(chosen)]
+    return sorted(kept, key=lambda r: r.path)
+
+
+def make_holdout_split(
+    source_root, out, holdout_ids: int, longtail_ratio: float = 1.0, seed: int = 0
+) -> dict:
+    """Split a Market-format ``bounding_box_train`` into train / query / gallery by identity.
+
+    ``holdout_ids`` identities (seeded) are held out: one query image per camera (Market's rule),
+    the rest gallery. The remaining identities form the training set, optionally long-tailed.
+    Output is the Market layout made of symbolic links (copies where links are impossible).
+    Returns the statistics that are also written to ``OUT/split.json``.
+    """
+    import json
+    import os
+    import shutil
+    from pathlib import Path
+
+    from .market1501 import FOLDERS, parse_folder
+    from .records import DatasetError
+    from .stats import split_stats
+
+    source = Path(source_root) / "bounding_box_train"
+    records = parse_folder(source, "train")
+    pids = sorted({r.pid for r in records})
+    if not 0 < holdout_ids < len(pids):
+        raise DatasetError(
+            f"{source}: --holdout-ids must be between 1 and {len(pids) - 1} (it has {len(pids)} identities)"
+        )
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(pids, size=holdout_ids, replace=False).tolist())
+    train = [r for r in records if r.pid not in held]
+    query, gallery = [], []
+    for pid in sorted(held):
+        images = sorted((r for r in records if r.pid == pid), key=lambda r: r.path)
+        by_cam: dict[int, list] = {}
+        for record in images:
+            by_cam.setdefault(record.camid, []).append(record)
+        for cam in sorted(by_cam):
+            pick = int(rng.integers(len(by_cam[cam])))
+            for i, record in enumerate(by_cam[cam]):
+                (query if i == pick else gallery).append(record)
+    train = apply_longtail(train, longtail_ratio, seed)
+    out = Path(out)
+    for split, items in (("train", train), ("query", query), ("gallery", gallery)):
+        folder = out / FOLDERS[split]
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        for record in items:
+            target = folder / Path(record.path).name
+            try:
+                os.symlink(os.path.abspath(record.path), target)
+            except OSError:
+                shutil.copy2(record.path, target)
+    stats = {
+        name: split_stats(items).as_dict()
+        for name, items in (("train", train), ("query", query), ("gallery", gallery))
+    }
+    stats["params"] = {
+        "source": str(Path(source_root).resolve()),
+        "holdout_ids": holdout_ids,
+        "longtail_ratio": longtail_ratio,
+        "seed": seed,
+    }
+    (out / "split.json").write_text(json.dumps(stats, indent=2))
+    return stats

@@ -220,8 +220,8 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
 def _rng_state() -> dict:
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),  # noqa: NPY002
+        "numpy": np.random.get_state(),  # noqa: NPY002
+        "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
 

@@ -38,7 +38,8 @@ def ranked_list_image(
     ]
     for path, ok in zip(gallery_paths, matches):
         image = Image.open(path).convert("RGB").resize((w, h))
-        tiles.append(ImageOps.expand(image, border, (0, 170, 0) if ok else (220, 0, 0)))
+        colour = (150, 150, 150) if ok is None else (0, 170, 0) if ok else (220, 0, 0)
+        tiles.append(ImageOps.expand(image, border, colour))
     tw, th = tiles[0].size
     strip = Image.new("RGB", (len(tiles) * (tw + 2) + 6, th), (255, 255, 255))
     for i, tile in enumerate(tiles):

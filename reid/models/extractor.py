@@ -72,6 +72,8 @@ class FeatureExtractor:
         )
         out = [
             self.embed_batch(images).cpu()
-            for images, *_ in tqdm(loader, disable=not progress, desc="extract", leave=False)
+            for images, *_ in tqdm(
+                loader, disable=None if progress else True, desc="extract", leave=False
+            )
         ]
         return torch.cat(out).numpy()

@@ -1,0 +1,95 @@
+"""What ``tools/export_index.py`` and ``tools/search.py`` do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..data import arrays
+from ..evaluation.plots import ranked_list_image, save_ranked_lists
+from .gallery import GalleryIndex
+from .sources import Embedder, gallery_records, image_folder_records
+
+
+def export_index(
+    model: str,
+    gallery: str,
+    out: str,
+    factory: str = "Flat",
+    append: bool = False,
+    keep_features: bool = False,
+    device=None,
+    batch_size: int = 64,
+    report_recall: bool = False,
+) -> dict:
+    embedder = Embedder.open(model, device, batch_size)
+    records = gallery_records(gallery)
+    pids, camids = arrays(records)
+    features = embedder([r.path for r in records], progress=True)
+    paths = [r.path for r in records]
+    if append:
+        index = GalleryIndex.load(out)
+        index.append(features, paths, pids, camids, model_hash=embedder.model_hash)
+    else:
+        index = GalleryIndex.build(
+            features,
+            paths,
+            pids,
+            camids,
+            factory=factory,
+            model_hash=embedder.model_hash,
+            preprocessing=embedder.preprocessing,
+            keep_features=keep_features or report_recall,
+        )
+    if report_recall:
+        sample = np.random.default_rng(0).choice(
+            len(features), size=min(1000, len(features)), replace=False
+        )
+        index.manifest["recall"] = index.recall_at(features[sample])
+    index.save(out)
+    return {"count": int(index.index.ntotal), "added": len(records), "manifest": index.manifest}
+
+
+def search(
+    index_dir: str,
+    images: list[str],
+    model: str | None = None,
+    topk: int = 10,
+    exclude_same_camera=False,
+    out: str | None = None,
+    device=None,
+    report_recall: bool = False,
+    nprobe: int | None = None,
+) -> dict:
+    index = GalleryIndex.load(index_dir)
+    if model is None:
+        raise ValueError("--checkpoint (or an exported model) is needed to embed the query images")
+    embedder = Embedder.open(model, device)
+    index.check_compatible(index.manifest["dim"], "cosine", embedder.model_hash or None)
+    records = [r for source in images for r in image_folder_records(source)]
+    features = embedder([r.path for r in records])
+    q_pids, q_camids = arrays(records)
+    table = index.search(features, topk, q_camids, exclude_same_camera, nprobe)
+    table.insert(1, "query_path", [records[q].path for q in table["query"]])
+    result = {"table": table}
+    if report_recall:
+        result["recall"] = index.recall_at(features, ks=(1, min(10, topk)))
+    if out:
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out_dir / "results.csv", index=False)
+        (out_dir / "results.json").write_text(table.to_json(orient="records", indent=1))
+        size = tuple(index.manifest.get("preprocessing", {}).get("image_size", (128, 64)))
+        rows = []
+        for q, group in table.groupby("query"):
+            known = q_pids[q] >= 0
+            matches = [bool(p == q_pids[q]) if known and p >= 0 else None for p in group["pid"]]
+            rows.append(ranked_list_image(records[q].path, list(group["path"]), matches, size))
+        if rows:
+            save_ranked_lists(rows[:16], str(out_dir / "results.png"))
+        if "recall" in result:
+            (out_dir / "recall.json").write_text(json.dumps(result["recall"]))
+        result["files"] = [str(out_dir / n) for n in ("results.csv", "results.json", "results.png")]
+    return result

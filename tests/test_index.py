@@ -1,0 +1,237 @@
+"""Gallery index: round trip vs exact ranking, append, corrupt/missing files, crash mid-write,
+tools end to end with a tiny checkpoint, TorchScript/ONNX export parity."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import faiss
+import numpy as np
+import pytest
+
+from reid.index import GalleryIndex, IndexError_
+from tests.conftest import REPO
+
+
+def gallery(n=300, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n, dim)).astype(np.float32)
+    return features, [f"g{i}.jpg" for i in range(n)], rng.integers(1, 30, n), rng.integers(0, 6, n)
+
+
+def exact_topk(queries, features, k):
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    g = features / np.linalg.norm(features, axis=1, keepdims=True)
+    return np.argsort(-(q @ g.T), axis=1, kind="stable")[:, :k]
+
+
+def test_round_trip_matches_exact_ranking(tmp_path):
+    features, paths, pids, camids = gallery()
+    GalleryIndex.build(features, paths, pids, camids).save(tmp_path / "idx")
+    index = GalleryIndex.load(tmp_path / "idx")
+    queries = np.random.default_rng(1).normal(size=(7, 32)).astype(np.float32)
+    table = index.search(queries, k=10)
+    found = table.sort_values(["query", "rank"])["row"].to_numpy().reshape(7, 10)
+    np.testing.assert_array_equal(found, exact_topk(queries, features, 10))
+    assert list(table.columns) == ["query", "rank", "score", "row", "path", "pid", "camid"]
+    manifest = json.loads((tmp_path / "idx/manifest.json").read_text())
+    assert (
+        manifest["dim"] == 32
+        and manifest["count"] == 300
+        and set(manifest["files"]) == {"index.faiss", "metadata.parquet"}
+    )
+
+
+def test_exclude_same_camera(tmp_path):
+    features, paths, pids, camids = gallery()
+    index = GalleryIndex.build(features, paths, pids, camids)
+    table = index.search(features[:5], k=10, query_camids=camids[:5], exclude_same_camera=True)
+    for q in range(5):
+        assert (table[table["query"] == q]["camid"] != camids[q]).all() and (
+            table["query"] == q
+        ).sum() == 10
+
+
+def test_append_equals_exporting_everything_at_once(tmp_path):
+    features, paths, pids, camids = gallery()
+    GalleryIndex.build(features, paths, pids, camids, model_hash="abc").save(tmp_path / "all")
+    part = GalleryIndex.build(
+        features[:120], paths[:120], pids[:120], camids[:120], model_hash="abc"
+    )
+    part.save(tmp_path / "parts")
+    loaded = GalleryIndex.load(tmp_path / "parts")
+    loaded.append(features[120:], paths[120:], pids[120:], camids[120:], model_hash="abc")
+    loaded.save(tmp_path / "parts")
+    queries = features[:9] + 0.1
+    a = GalleryIndex.load(tmp_path / "all").search(queries, 8)
+    b = GalleryIndex.load(tmp_path / "parts").search(queries, 8)
+    assert a.equals(b)
+    with pytest.raises(IndexError_, match="model hash .* differs"):
+        loaded.append(features[:2], paths[:2], model_hash="other")
+    with pytest.raises(
+        IndexError_, match="embedding dimension 16 does not match the index \\(32\\)"
+    ):
+        loaded.append(features[:2, :16], paths[:2], model_hash="abc")
+
+
+@pytest.mark.parametrize("factory", ["IVF8,Flat", "IVF8,PQ8", "HNSW16"])
+def test_approximate_indexes_and_recall(tmp_path, factory):
+    features, paths, pids, camids = gallery(n=2000)
+    index = GalleryIndex.build(features, paths, pids, camids, factory=factory, keep_features=True)
+    index.save(tmp_path / "idx")
+    loaded = GalleryIndex.load(tmp_path / "idx")
+    recall = loaded.recall_at(features[:50] + 0.01, ks=(1, 10))
+    assert 0.2 < recall["recall@10"] <= 1.0
+    flat = GalleryIndex.build(features, paths, pids, camids, keep_features=True)
+    assert flat.recall_at(features[:50], ks=(1, 10)) == {"recall@1": 1.0, "recall@10": 1.0}
+    with pytest.raises(IndexError_, match="bad FAISS factory string"):
+        GalleryIndex.build(features, paths, factory="Nonsense42")
+
+
+def test_corrupt_missing_and_mismatched_files(tmp_path):
+    features, paths, pids, camids = gallery()
+    GalleryIndex.build(features, paths, pids, camids).save(tmp_path / "idx")
+    with pytest.raises(IndexError_, match="index directory not found"):
+        GalleryIndex.load(tmp_path / "nope")
+    (tmp_path / "idx/metadata.parquet").rename(tmp_path / "meta.bak")
+    with pytest.raises(IndexError_, match="metadata.parquet: missing"):
+        GalleryIndex.load(tmp_path / "idx")
+    (tmp_path / "meta.bak").rename(tmp_path / "idx/metadata.parquet")
+    data = bytearray((tmp_path / "idx/index.faiss").read_bytes())
+    data[-10] ^= 0xFF
+    (tmp_path / "idx/index.faiss").write_bytes(bytes(data))
+    with pytest.raises(IndexError_, match="index.faiss: checksum mismatch"):
+        GalleryIndex.load(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx/manifest.json").read_text())
+    manifest["format_version"] = 99
+    (tmp_path / "idx/manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexError_, match="format version 99"):
+        GalleryIndex.load(tmp_path / "idx")
+    GalleryIndex.build(features, paths).save(tmp_path / "ok")
+    with pytest.raises(IndexError_, match="embedding dimension 8 does not match"):
+        GalleryIndex.load(tmp_path / "ok").search(features[:1, :8], 3)
+
+
+def test_crash_mid_write_keeps_the_previous_index(tmp_path, monkeypatch):
+    features, paths, pids, camids = gallery()
+    GalleryIndex.build(features[:50], paths[:50]).save(tmp_path / "idx")
+    bigger = GalleryIndex.build(features, paths)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr("pandas.DataFrame.to_parquet", crash)  # after index.faiss was written
+    with pytest.raises(KeyboardInterrupt):
+        bigger.save(tmp_path / "idx")
+    with pytest.raises(KeyboardInterrupt):
+        bigger.save(tmp_path / "fresh")
+    monkeypatch.undo()
+    assert GalleryIndex.load(tmp_path / "idx").index.ntotal == 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "idx"
+    ]  # no temporary or half-written folder
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(synthetic_root, tmp_path_factory):
+    from reid.config import load_config
+    from reid.engine.trainer import fit
+
+    run = tmp_path_factory.mktemp("run")
+    cfg = load_config(
+        None,
+        [
+            f"data.root={synthetic_root}",
+            "model.backbone=resnet18",
+            "data.image_size=[64,32]",
+            "data.workers=0",
+            "sampler.batch_size=16",
+            "train.epochs=1",
+            "train.max_iters_per_epoch=2",
+            "eval.every=0",
+            "optim.warmup_epochs=0",
+        ],
+    )
+    fit(cfg, run, progress=False)
+    return run / "last.pt"
+
+
+def test_export_model_parity_and_onnx_embedder(tiny_checkpoint, synthetic_root, tmp_path):
+    from reid.engine.build import load_model
+    from reid.index.sources import Embedder
+    from reid.models.export import export_model
+
+    model, cfg = load_model(tiny_checkpoint)
+    assert export_model(model, tmp_path / "m.onnx", (64, 32)) < 1e-4
+    assert export_model(model, tmp_path / "m.ts", (64, 32)) < 1e-4
+    images = [str(p) for p in sorted((synthetic_root / "query").glob("*.jpg"))[:5]]
+    reference = Embedder.open(tiny_checkpoint, device="cpu")(images)
+    for exported in ("m.onnx", "m.ts"):
+        np.testing.assert_allclose(Embedder.open(tmp_path / exported)(images), reference, atol=1e-4)
+    with pytest.raises(ValueError, match="export format from the suffix"):
+        export_model(model, tmp_path / "m.h5", (64, 32))
+
+
+def test_tools_end_to_end(tiny_checkpoint, synthetic_root, tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, *a], cwd=REPO, capture_output=True, text=True)  # noqa: E731
+    out = run(
+        "tools/export_index.py",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--gallery",
+        str(synthetic_root),
+        "--out",
+        str(tmp_path / "idx"),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    query = sorted((synthetic_root / "query").glob("*.jpg"))[0]
+    out = run(
+        "tools/search.py",
+        "--index",
+        str(tmp_path / "idx"),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--topk",
+        "3",
+        "--out",
+        str(tmp_path / "s"),
+        str(query),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert {p.name for p in (tmp_path / "s").iterdir()} == {
+        "results.csv",
+        "results.json",
+        "results.png",
+    }
+    out = run(
+        "tools/evaluate.py",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--out",
+        str(tmp_path / "e"),
+        "--ranked",
+        "2",
+    )
+    assert out.returncode == 0 and "mAP" in out.stdout, out.stderr[-2000:]
+    assert {"result.json", "cmc.png", "ranked_lists.png"} <= {
+        p.name for p in (tmp_path / "e").iterdir()
+    }
+    out = run(
+        "tools/search.py",
+        "--index",
+        str(tmp_path / "missing"),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        str(query),
+    )
+    assert (
+        out.returncode != 0
+        and "index directory not found" in out.stderr
+        and "Traceback" not in out.stderr
+    )
+
+
+def test_faiss_runs_here():
+    assert faiss.get_num_gpus() >= 0

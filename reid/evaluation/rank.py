@@ -114,10 +114,14 @@ def _features(name: str, values) -> torch.Tensor:
         raise ValueError(f"{name} is empty")
     if not torch.is_floating_point(tensor):
         raise ValueError(f"{name} must be floating point, got {tensor.dtype}")
-    if not bool(torch.isfinite(tensor).all()):
-        bad = int((~torch.isfinite(tensor)).any(dim=1).nonzero()[0, 0])
-        raise ValueError(f"{name} holds NaN or inf values (first in row {bad})")
-    return tensor.float()
+    tensor = tensor.float()  # no copy for float32 input
+    step = max(1, (64 * 2**20) // max(1, tensor.shape[1]))  # check in slices: no (N, D) bool copy
+    for start in range(0, tensor.shape[0], step):
+        finite = torch.isfinite(tensor[start : start + step]).all(dim=1)
+        if not bool(finite.all()):
+            bad = start + int((~finite).nonzero()[0, 0])
+            raise ValueError(f"{name} holds NaN or inf values (first in row {bad})")
+    return tensor
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

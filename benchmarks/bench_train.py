@@ -1,0 +1,239 @@
+"""Training throughput vs torchreid's ImageSoftmaxEngine, and feature-extraction throughput.
+
+Both engines train the *same* module (our BNNeck ResNet + bias-free softmax head, wrapped so
+torchreid's engine sees a model that returns logits), starting from the same weights, on the same
+synthetic images, image size, batch size, worker count, random sampling and transforms (resize,
+flip, normalise), with label-smoothed cross-entropy and Adam. Our loop is measured in fp32 with the
+same settings, then with channels_last, then with channels_last + bf16 autocast (CPU with
+AVX512-BF16). Feature extraction (``FeatureExtractor.extract_records``: decoding, transforms,
+DataLoader) is compared with a bare forward pass of the same model on ready tensors.
+
+    python benchmarks/bench_train.py        # writes benchmarks/results/train_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from reid.config import load_config
+from reid.data import load_dataset
+from reid.data.dataset import ImageDataset
+from reid.data.synthetic import SyntheticSpec, generate
+from reid.data.transforms import build_transforms
+from reid.engine.build import Losses, TrainingModule, build_optimizer, build_scheduler
+from reid.engine.trainer import train_one_epoch
+from reid.models import FeatureExtractor
+
+RESULTS = Path(__file__).parent / "results"
+
+
+class TorchreidView(nn.Module):
+    """What torchreid's engine expects: logits in train mode, features in eval mode."""
+
+    def __init__(self, module: TrainingModule):
+        super().__init__()
+        self.module = module
+
+    def forward(self, images):
+        features = self.module.model(images)
+        return self.module.head(features) if self.training else features
+
+
+def torchreid_images_per_s(module, root, size, batch, iters, workers) -> float:
+    import torchreid.reid.data as tdata
+    from torchreid.reid.data.datasets.dataset import ImageDataset as TorchreidImageDataset
+    from torchreid.reid.engine import ImageSoftmaxEngine
+
+    dataset = load_dataset(root)
+    train = [(r.path, r.pid, r.camid) for r in dataset.train]
+
+    class Synthetic(TorchreidImageDataset):
+        def __init__(self, root="", **kwargs):
+            query = [(r.path, r.pid, r.camid) for r in dataset.query]
+            gallery = [(r.path, r.pid, r.camid) for r in dataset.gallery]
+            super().__init__(train, query, gallery, **kwargs)
+
+    tdata.register_image_dataset("reid_bench_synthetic", Synthetic)
+    manager = tdata.ImageDataManager(
+        root=str(root),
+        sources="reid_bench_synthetic",
+        height=size[0],
+        width=size[1],
+        transforms=["random_flip"],
+        batch_size_train=batch,
+        workers=workers,
+        train_sampler="RandomSampler",
+        use_gpu=False,
+    )
+    model = TorchreidView(module)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3.5e-4, weight_decay=5e-4)
+    engine = ImageSoftmaxEngine(manager, model, optimizer, use_gpu=False, label_smooth=True)
+    engine.epoch, engine.max_epoch = 0, 1
+    loader = manager.train_loader
+    engine.train_loader = _limited(loader, iters + 2)  # its own DataLoader, as users run it
+    start_marker = {}
+
+    original = engine.forward_backward
+
+    def timed(data):
+        if len(start_marker) == 2:  # skip two warm-up steps
+            start_marker["t"] = time.perf_counter()
+        start_marker[len(start_marker)] = True
+        return original(data)
+
+    engine.forward_backward = timed
+    engine.train(print_freq=10**9)
+    return iters * batch / (time.perf_counter() - start_marker["t"])
+
+
+class _limited:
+    def __init__(self, loader, n):
+        self.loader, self.n = loader, n
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        for batch, _ in zip(self.loader, range(self.n)):
+            yield batch
+
+
+def ours_images_per_s(
+    module, cfg, records, size, batch, iters, workers, channels_last, amp_dtype
+) -> float:
+    transform = build_transforms(size, True, flip=True, pad=0, random_erasing=0.0)
+    loader = DataLoader(
+        ImageDataset(records, transform),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=False,
+    )
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    losses = Losses(cfg, module.head.num_classes)
+    optimizer = build_optimizer(cfg, module)
+    scheduler = build_scheduler(cfg, optimizer, iters + 2)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    train_one_epoch(
+        module,
+        losses,
+        loader,
+        optimizer,
+        scheduler,
+        scaler,
+        torch.device("cpu"),
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+        max_iters=2,
+        progress=False,
+    )  # warm-up
+    stats = train_one_epoch(
+        module,
+        losses,
+        loader,
+        optimizer,
+        scheduler,
+        scaler,
+        torch.device("cpu"),
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+        max_iters=iters,
+        progress=False,
+    )
+    return stats["images_per_s"]
+
+
+def extraction(module, records, size, workers, batch=128) -> dict:
+    model = module.model.eval()
+    extractor = FeatureExtractor(model, size, "cpu", batch, workers)
+    extractor.extract_records(records[:batch])  # warm-up
+    start = time.perf_counter()
+    extractor.extract_records(records)
+    pipeline = len(records) / (time.perf_counter() - start)
+    images = torch.randn(batch, 3, *size)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(0, len(records), batch):
+            model(images)
+    bare = (len(range(0, len(records), batch)) * batch) / (time.perf_counter() - start)
+    return {
+        "extract_images_per_s": pipeline,
+        "bare_forward_images_per_s": bare,
+        "extract_over_bare": pipeline / bare,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default="datasets/bench_synthetic")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
+    args = parser.parse_args()
+    if not Path(args.data, "bounding_box_train").is_dir():
+        generate(args.data, SyntheticSpec(ids=400, images_per_id=24, longtail_ratio=2, seed=5))
+    dataset = load_dataset(args.data)
+    settings = {"resnet18": ((128, 64), 64, 20), "resnet50": ((256, 128), 32, 8)}
+    report = {
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "workers": args.workers,
+        "rows": [],
+    }
+    for name in args.models:
+        size, batch, iters = settings[name]
+        cfg = load_config(
+            None,
+            [
+                f"model.backbone={name}",
+                "loss.triplet=0",
+                "optim.warmup_epochs=0",
+                "optim.weight_decay=0.0005",
+                "sampler.name=random",
+            ],
+        )
+        torch.manual_seed(0)
+        reference = TrainingModule(cfg, dataset.num_train_pids)
+        state = {k: v.clone() for k, v in reference.state_dict().items()}
+
+        def fresh():
+            module = TrainingModule(cfg, dataset.num_train_pids)
+            module.load_state_dict(state)
+            return module
+
+        row = {"model": name, "image_size": list(size), "batch": batch, "iterations": iters}
+        row["torchreid_img_s"] = torchreid_images_per_s(
+            fresh(), args.data, size, batch, iters, args.workers
+        )
+        row["ours_fp32_img_s"] = ours_images_per_s(
+            fresh(), cfg, dataset.train, size, batch, iters, args.workers, False, None
+        )
+        row["ours_channels_last_img_s"] = ours_images_per_s(
+            fresh(), cfg, dataset.train, size, batch, iters, args.workers, True, None
+        )
+        row["ours_channels_last_bf16_img_s"] = ours_images_per_s(
+            fresh(), cfg, dataset.train, size, batch, iters, args.workers, True, torch.bfloat16
+        )
+        for key in ("ours_fp32_img_s", "ours_channels_last_img_s", "ours_channels_last_bf16_img_s"):
+            row[key.replace("_img_s", "_ratio")] = row[key] / row["torchreid_img_s"]
+        row.update(extraction(fresh(), dataset.query + dataset.gallery, size, args.workers))
+        report["rows"].append(row)
+        print(json.dumps(row), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "train_cpu.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -208,7 +208,7 @@ def main() -> None:
         reference = TrainingModule(cfg, dataset.num_train_pids)
         state = {k: v.clone() for k, v in reference.state_dict().items()}
 
-        def fresh():
+        def fresh(cfg=cfg, state=state):
             module = TrainingModule(cfg, dataset.num_train_pids)
             module.load_state_dict(state)
             return module

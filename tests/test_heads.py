@@ -162,6 +162,7 @@ def test_center_updates_equal_their_formulas():
             center_lr=0.4,
             center_lambda=1.5,
         )
+        head.center_seen.fill_(True)  # steady state: every class initialised
         before = head.centers.clone()
         sums_before = head.center_sums.clone()
         head.update_centers(x, y)
@@ -260,3 +261,18 @@ def test_few_steps_reduce_the_loss(name, weights):
         optimizer.step()
         head.update_centers(features.detach(), y)
     assert loss_now().item() < first
+
+
+def test_first_batch_initialises_unseen_centers():
+    head = build_head("softmax", 3, 3, weights="centers", center_update="ema", center_momentum=0.9)
+    x, y = torch.randn(4, 3), torch.tensor([0, 0, 1, 1])
+    head.update_centers(x, y)  # first sight of classes 0 and 1: their batch means, no momentum
+    torch.testing.assert_close(head.centers[0], unit(unit(x[:2]).sum(0)))
+    assert head.center_seen.tolist() == [True, True, False]
+    before = head.centers[0].clone()
+    head.update_centers(
+        x[2:3].expand(2, 3) * 0 + torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0, 0])
+    )
+    torch.testing.assert_close(
+        head.centers[0], unit(0.9 * before + 0.1 * torch.tensor([0.0, 0.0, 1.0]))
+    )

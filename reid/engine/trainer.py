@@ -86,9 +86,11 @@ def train_one_epoch(
         leave=False,
         dynamic_ncols=True,
     )
+    steps = 0
     for step, (images, labels, _, _) in enumerate(loader):
         if max_iters and step >= max_iters:
             break
+        steps += 1
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -131,7 +133,7 @@ def train_one_epoch(
         )
         bar.update()
     bar.close()
-    steps = max(1, step + 1 if not (max_iters and step >= max_iters) else max_iters)
+    steps = max(1, steps)
     elapsed = time.perf_counter() - start
     return {
         **{f"loss_{k}": v / steps for k, v in totals.items()},
@@ -243,7 +245,7 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
     device = local_device(cfg.train.device)
     rank, world_size = init_distributed(device)
     main = rank == 0
-    _seed_everything(cfg.train.seed + rank, cfg.train.deterministic)
+    _seed_everything(cfg.train.seed, cfg.train.deterministic)  # same initial weights on every rank
     dataset = load_dataset(cfg.data.root, cfg.data.kind)
     if cfg.data.verify_images and main:
         verify_images(dataset.train + dataset.query + dataset.gallery)
@@ -305,6 +307,7 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
     elif cfg.head.weights == "centers" and cfg.head.center_init == "features":
         init_centers_from_features(module, dataset.train, cfg, device)
     if world_size > 1:
+        torch.manual_seed(cfg.train.seed + rank)  # different augmentations per rank
         module = torch.nn.parallel.DistributedDataParallel(
             module,
             device_ids=[device.index] if device.type == "cuda" else None,
@@ -374,6 +377,7 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
                     flip=cfg.eval.flip,
                     batch_size=cfg.eval.batch_size,
                     workers=cfg.data.workers,
+                    rerank=cfg.eval.rerank,
                 )
                 metrics = result.as_dict()
                 record.update({k: metrics[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP")})

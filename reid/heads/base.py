@@ -10,7 +10,9 @@ them **no gradient** (the features still get one). They move only through ``upda
   ``center_lr``: ``c_k ← normalize(c_k − center_lr · (2λ/B) Σ_{i: y_i=k} (c_k − x̂_i))``;
 * ``cumulative`` — the authors' released code: ``S_k += Σ_{i: y_i=k} x̂_i``, ``c_k = normalize(S_k)``.
 
-Classes absent from the batch keep their center. Under ``torch.distributed`` the per-class sums
+A class's first appearance sets its center to that batch's class mean (``center_init: batches``)
+unless ``init_centers`` (one feature pass, recommended) already set it. Classes absent from the
+batch keep their center. Under ``torch.distributed`` the per-class sums
 and counts are all-reduced first, so every rank holds the same centers.
 """
 
@@ -58,6 +60,8 @@ class ClassifierHead(nn.Module):
                 "centers", F.normalize(torch.randn(num_classes, in_features), dim=1)
             )
             self.register_buffer("center_sums", torch.zeros(num_classes, in_features))
+            # a class never seen yet takes its first batch mean as its center ("first batches" init)
+            self.register_buffer("center_seen", torch.zeros(num_classes, dtype=torch.bool))
 
     @property
     def uses_centers(self) -> bool:
@@ -106,6 +110,14 @@ class ClassifierHead(nn.Module):
             return
         sums, counts = self._class_sums(features, labels, self.num_classes)
         present = counts > 0
+        first = present & ~self.center_seen
+        if bool(first.any()):
+            self.centers[first] = F.normalize(sums[first], dim=1)
+            self.center_sums[first] = sums[first]
+            self.center_seen[first] = True
+            present &= ~first
+            if not bool(present.any()):
+                return
         if self.center_update == "ema":
             means = sums[present] / counts[present, None]
             updated = (
@@ -136,6 +148,7 @@ class ClassifierHead(nn.Module):
         present = counts > 0
         self.centers[present] = F.normalize(sums[present], dim=1)
         self.center_sums.copy_(sums)
+        self.center_seen |= present
 
 
 def angle_margin_target(cos_target: torch.Tensor, margin: float) -> torch.Tensor:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -336,6 +336,23 @@ def _check_labels(num_query, num_gallery, query_pids, gallery_pids, query_camids
     return _Protocol(query_pids, gallery_pids, query_camids, gallery_camids)
 
 
+def _run(
+    score_block, num_query, num_gallery, labels, *, max_rank, ap, chunk_size, device
+) -> RankResult:
+    protocol = _check_labels(num_query, num_gallery, *labels)
+    block = _block_size(num_gallery, chunk_size)
+    return _evaluate(
+        score_block,
+        num_query,
+        num_gallery,
+        protocol,
+        max_rank=max_rank,
+        ap=ap,
+        block=block,
+        device=device,
+    )
+
+
 def pairwise_scores(
     query: torch.Tensor, gallery: torch.Tensor, metric: str, gallery_sq=None
 ) -> torch.Tensor:
@@ -404,17 +421,15 @@ def evaluate_rank(
     score_block, num_query, num_gallery = feature_score_blocks(
         query_features, gallery_features, metric, device
     )
-    protocol = _check_labels(
-        num_query, num_gallery, query_pids, gallery_pids, query_camids, gallery_camids
-    )
-    return _evaluate(
+    labels = (query_pids, gallery_pids, query_camids, gallery_camids)
+    return _run(
         score_block,
         num_query,
         num_gallery,
-        protocol,
+        labels,
         max_rank=max_rank,
         ap=ap,
-        block=_block_size(num_gallery, chunk_size),
+        chunk_size=chunk_size,
         device=device,
     )
 
@@ -436,17 +451,15 @@ def evaluate_distmat(
     device = resolve_device(device)
     distances = _features("distmat", distmat)
     num_query, num_gallery = distances.shape
-    protocol = _check_labels(
-        num_query, num_gallery, query_pids, gallery_pids, query_camids, gallery_camids
-    )
-    return _evaluate(
+    labels = (query_pids, gallery_pids, query_camids, gallery_camids)
+    return _run(
         lambda s, e: distances[s:e].to(device).neg(),
         num_query,
         num_gallery,
-        protocol,
+        labels,
         max_rank=max_rank,
         ap=ap,
-        block=_block_size(num_gallery, chunk_size),
+        chunk_size=chunk_size,
         device=device,
     )
 
@@ -467,21 +480,14 @@ def evaluate_blocks(
 ) -> RankResult:
     """Metrics from a function returning (end-start, G) *distances* for queries [start, end)."""
     device = resolve_device(device)
-    protocol = _check_labels(
-        num_query, num_gallery, query_pids, gallery_pids, query_camids, gallery_camids
-    )
-    return _evaluate(
+    labels = (query_pids, gallery_pids, query_camids, gallery_camids)
+    return _run(
         lambda s, e: blocks(s, e).to(device).neg(),
         num_query,
         num_gallery,
-        protocol,
+        labels,
         max_rank=max_rank,
         ap=ap,
-        block=_block_size(num_gallery, chunk_size),
+        chunk_size=chunk_size,
         device=device,
     )
-
-
-def iter_blocks(n: int, block: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, n, block):
-        yield start, min(start + block, n)

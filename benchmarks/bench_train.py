@@ -5,7 +5,9 @@ torchreid's engine sees a model that returns logits), starting from the same wei
 synthetic images, image size, batch size, worker count, random sampling and transforms (resize,
 flip, normalise), with label-smoothed cross-entropy and Adam. Our loop is measured in fp32 with the
 same settings, then with channels_last, then with channels_last + bf16 autocast (CPU with
-AVX512-BF16). Feature extraction (``FeatureExtractor.extract_records``: decoding, transforms,
+AVX512-BF16). Both loops are timed alike: from the moment their loader hands out the third batch
+to the end (worker start-up and two warm-up steps excluded); torchreid and our fp32 loop run
+interleaved, ``--rounds`` times each, and their means are compared. Feature extraction (``FeatureExtractor.extract_records``: decoding, transforms,
 DataLoader) is compared with a bare forward pass of the same model on ready tensors.
 
     python benchmarks/bench_train.py        # writes benchmarks/results/train_cpu.json
@@ -47,6 +49,23 @@ class TorchreidView(nn.Module):
         return self.module.head(features) if self.training else features
 
 
+class _limited:
+    """``n`` batches of ``loader``; ``start`` is set when batch ``skip`` is handed out, so both
+    loops are timed the same way: worker start-up and the first ``skip`` steps excluded."""
+
+    def __init__(self, loader, n, skip=2):
+        self.loader, self.n, self.skip, self.start = loader, n, skip, None
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        for index, (batch, _) in enumerate(zip(self.loader, range(self.n))):
+            if index == self.skip:
+                self.start = time.perf_counter()
+            yield batch
+
+
 def torchreid_images_per_s(module, root, size, batch, iters, workers) -> float:
     import torchreid.reid.data as tdata
     from torchreid.reid.data.datasets.dataset import ImageDataset as TorchreidImageDataset
@@ -61,10 +80,16 @@ def torchreid_images_per_s(module, root, size, batch, iters, workers) -> float:
             gallery = [(r.path, r.pid, r.camid) for r in dataset.gallery]
             super().__init__(train, query, gallery, **kwargs)
 
-    tdata.register_image_dataset("reid_bench_synthetic", Synthetic)
+    name = (
+        f"reid_bench_synthetic_{len(train)}_{size[0]}"  # torchreid refuses to register a name twice
+    )
+    try:
+        tdata.register_image_dataset(name, Synthetic)
+    except ValueError:
+        pass
     manager = tdata.ImageDataManager(
         root=str(root),
-        sources="reid_bench_synthetic",
+        sources=name,
         height=size[0],
         width=size[1],
         transforms=["random_flip"],
@@ -78,32 +103,9 @@ def torchreid_images_per_s(module, root, size, batch, iters, workers) -> float:
     engine = ImageSoftmaxEngine(manager, model, optimizer, use_gpu=False, label_smooth=True)
     engine.epoch, engine.max_epoch = 0, 1
     loader = manager.train_loader
-    engine.train_loader = _limited(loader, iters + 2)  # its own DataLoader, as users run it
-    start_marker = {}
-
-    original = engine.forward_backward
-
-    def timed(data):
-        if len(start_marker) == 2:  # skip two warm-up steps
-            start_marker["t"] = time.perf_counter()
-        start_marker[len(start_marker)] = True
-        return original(data)
-
-    engine.forward_backward = timed
+    engine.train_loader = timed = _limited(loader, iters + 2)  # its own DataLoader, as users run it
     engine.train(print_freq=10**9)
-    return iters * batch / (time.perf_counter() - start_marker["t"])
-
-
-class _limited:
-    def __init__(self, loader, n):
-        self.loader, self.n = loader, n
-
-    def __len__(self):
-        return self.n
-
-    def __iter__(self):
-        for batch, _ in zip(self.loader, range(self.n)):
-            yield batch
+    return iters * batch / (time.perf_counter() - timed.start)
 
 
 def ours_images_per_s(
@@ -124,38 +126,25 @@ def ours_images_per_s(
     optimizer = build_optimizer(cfg, module)
     scheduler = build_scheduler(cfg, optimizer, iters + 2)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
+    timed = _limited(loader, iters + 2)
     train_one_epoch(
         module,
         losses,
-        loader,
+        timed,
         optimizer,
         scheduler,
         scaler,
         torch.device("cpu"),
         amp_dtype=amp_dtype,
         channels_last=channels_last,
-        max_iters=2,
-        progress=False,
-    )  # warm-up
-    stats = train_one_epoch(
-        module,
-        losses,
-        loader,
-        optimizer,
-        scheduler,
-        scaler,
-        torch.device("cpu"),
-        amp_dtype=amp_dtype,
-        channels_last=channels_last,
-        max_iters=iters,
         progress=False,
     )
-    return stats["images_per_s"]
+    return iters * batch / (time.perf_counter() - timed.start)
 
 
-def extraction(module, records, size, workers, batch=128) -> dict:
+def extraction(module, records, size, batch=128) -> dict:
     model = module.model.eval()
-    extractor = FeatureExtractor(model, size, "cpu", batch, workers)
+    extractor = FeatureExtractor(model, size, "cpu", batch)  # its default workers for this machine
     extractor.extract_records(records[:batch])  # warm-up
     start = time.perf_counter()
     extractor.extract_records(records)
@@ -180,11 +169,14 @@ def main() -> None:
     parser.add_argument("--data", default="datasets/bench_synthetic")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="interleaved torchreid/ours fp32 repetitions"
+    )
     args = parser.parse_args()
     if not Path(args.data, "bounding_box_train").is_dir():
         generate(args.data, SyntheticSpec(ids=400, images_per_id=24, longtail_ratio=2, seed=5))
     dataset = load_dataset(args.data)
-    settings = {"resnet18": ((128, 64), 64, 20), "resnet50": ((256, 128), 32, 8)}
+    settings = {"resnet18": ((128, 64), 64, 24), "resnet50": ((256, 128), 32, 10)}
     report = {
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
@@ -214,12 +206,20 @@ def main() -> None:
             return module
 
         row = {"model": name, "image_size": list(size), "batch": batch, "iterations": iters}
-        row["torchreid_img_s"] = torchreid_images_per_s(
-            fresh(), args.data, size, batch, iters, args.workers
-        )
-        row["ours_fp32_img_s"] = ours_images_per_s(
-            fresh(), cfg, dataset.train, size, batch, iters, args.workers, False, None
-        )
+        # interleaved and repeated: warm-up and drift on 2 shared cores are larger than the gaps
+        runs = {"torchreid": [], "ours_fp32": []}
+        for _ in range(args.rounds):
+            runs["torchreid"].append(
+                torchreid_images_per_s(fresh(), args.data, size, batch, iters, args.workers)
+            )
+            runs["ours_fp32"].append(
+                ours_images_per_s(
+                    fresh(), cfg, dataset.train, size, batch, iters, args.workers, False, None
+                )
+            )
+        row["runs"] = runs
+        row["torchreid_img_s"] = sum(runs["torchreid"]) / len(runs["torchreid"])
+        row["ours_fp32_img_s"] = sum(runs["ours_fp32"]) / len(runs["ours_fp32"])
         row["ours_channels_last_img_s"] = ours_images_per_s(
             fresh(), cfg, dataset.train, size, batch, iters, args.workers, True, None
         )
@@ -228,7 +228,7 @@ def main() -> None:
         )
         for key in ("ours_fp32_img_s", "ours_channels_last_img_s", "ours_channels_last_bf16_img_s"):
             row[key.replace("_img_s", "_ratio")] = row[key] / row["torchreid_img_s"]
-        row.update(extraction(fresh(), dataset.query + dataset.gallery, size, args.workers))
+        row.update(extraction(fresh(), dataset.query + dataset.gallery, size))
         report["rows"].append(row)
         print(json.dumps(row), flush=True)
     RESULTS.mkdir(exist_ok=True)

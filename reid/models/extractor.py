@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,13 +28,16 @@ class FeatureExtractor:
         image_size=(256, 128),
         device: str | None = None,
         batch_size: int = 128,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         flip: bool = False,
         channels_last: bool = False,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.transform = build_transforms(image_size, train=False)
+        # leave a core to the model: on 2 cores 1 worker beats 2 (benchmarks/bench_train.py)
+        if num_workers is None:
+            num_workers = max(1, min(8, (os.cpu_count() or 2) - 1))
         self.batch_size, self.num_workers, self.flip = batch_size, num_workers, flip
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 

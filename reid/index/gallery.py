@@ -282,6 +282,7 @@ class GalleryIndex:
         if nprobe is not None and "IVF" in self.manifest["factory"]:
             faiss.extract_index_ivf(self.index).nprobe = nprobe
         total = int(self.index.ntotal)
+        gallery_camids = self.metadata["camid"].to_numpy()
         fetch = min(total, k if not exclude_same_camera else max(4 * k, k + 64))
         while True:
             scores, rows = self.index.search(features, fetch)
@@ -296,7 +297,7 @@ class GalleryIndex:
                         exclude_same_camera
                         and query_camids is not None
                         and query_camids[q] >= 0
-                        and self.metadata.camid.iat[row] == query_camids[q]
+                        and gallery_camids[row] == query_camids[q]
                     ):
                         continue
                     kept += 1

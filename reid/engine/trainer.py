@@ -82,7 +82,7 @@ def train_one_epoch(
     bar = tqdm(
         total=total_iters,
         desc=f"epoch {epoch}",
-        disable=not progress,
+        disable=None if progress else True,  # auto: no bar when not a terminal
         leave=False,
         dynamic_ncols=True,
     )

@@ -52,9 +52,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    from reid.index import IndexError_
-
-    try:
-        tool_main(main, get_args_parser())
-    except IndexError_ as exc:
-        raise SystemExit(f"error: {exc}") from None
+    tool_main(main, get_args_parser())

@@ -2,7 +2,7 @@
 
 import argparse
 
-from reid.config import ConfigError, load_config
+from reid.config import load_config
 from reid.engine.trainer import fit
 from reid.logging_utils import tool_main
 
@@ -29,10 +29,7 @@ def main(args: argparse.Namespace) -> None:
         fit(None, args.resume, resume=True, progress=not args.no_progress)
         print(f"run folder: {args.resume}")
         return
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    cfg = load_config(args.config, args.overrides)
     run_dir = args.output or cfg.output.dir
     final = fit(cfg, run_dir, progress=not args.no_progress)
     if final:

@@ -25,7 +25,7 @@ from ..config import config_from_dict, save_config, to_dict
 from ..data import arrays, load_dataset, verify_images
 from ..data.dataset import ImageDataset
 from ..data.transforms import build_transforms
-from ..evaluation.rank import RankResult, evaluate_rank
+from ..evaluation.rank import RankResult
 from ..models import FeatureExtractor
 from .build import Losses, TrainingModule, build_optimizer, build_sampler, build_scheduler
 from .checkpoint import atomic_save, load_checkpoint
@@ -172,18 +172,14 @@ def evaluate(
     )
     extract_s = time.perf_counter() - start
     (qp, qc), (gp, gc) = arrays(query), arrays(gallery)
-    if rerank:
-        result = evaluate_features(
-            FeatureSet(query_features, qp, qc, np.array([])),
-            FeatureSet(gallery_features, gp, gc, np.array([])),
-            metric=metric,
-            ap=ap,
-            rerank=True,
-        )
-    else:
-        result = evaluate_rank(
-            query_features, gallery_features, qp, gp, qc, gc, metric=metric, ap=ap, device=device
-        )
+    result = evaluate_features(
+        FeatureSet(query_features, qp, qc, np.array([])),
+        FeatureSet(gallery_features, gp, gc, np.array([])),
+        metric=metric,
+        ap=ap,
+        rerank=rerank,
+        device=device,
+    )
     result.timings.update(
         {"extract_s": extract_s, "metrics_s": time.perf_counter() - start - extract_s}
     )
@@ -196,18 +192,9 @@ def init_centers_from_features(core: TrainingModule, records, cfg: DictConfig, d
     extractor = FeatureExtractor(
         core.model, tuple(cfg.data.image_size), str(device), cfg.eval.batch_size, cfg.data.workers
     )
-    loader = DataLoader(
-        ImageDataset(records, extractor.transform),
-        batch_size=cfg.eval.batch_size,
-        num_workers=cfg.data.workers,
-    )
-    core.model.eval()
-    features, labels = [], []
-    for images, pids, _, _ in loader:
-        features.append(core.model(images.to(device)).float())
-        labels.append(pids.to(device))
-    core.head.init_centers(torch.cat(features), torch.cat(labels))
-    core.model.train()
+    features = torch.from_numpy(extractor.extract_records(records)).to(device)
+    core.head.init_centers(features, torch.from_numpy(arrays(records)[0]).to(device))
+    core.model.train()  # the extractor put it in eval mode
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:

@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..data.records import NO_CAMERA
+
 log = logging.getLogger(__name__)
 
-NO_CAMERA = -1
 METRICS = ("cosine", "euclidean")
 AP_MODES = ("torchreid", "market-official")
 #: Default working-set budget for one block of queries (scores and per-item counters).

@@ -24,14 +24,14 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .postprocess import l2_normalize
 from .rank import pairwise_scores
 
 
 def _prepare(features: np.ndarray, metric: str) -> np.ndarray:
-    x = np.ascontiguousarray(features, dtype=np.float32)
     if metric == "cosine":
-        x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
-    return x
+        return l2_normalize(features)
+    return np.ascontiguousarray(features, dtype=np.float32)
 
 
 def _distance(scores: torch.Tensor, metric: str) -> torch.Tensor:

@@ -29,6 +29,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from ..evaluation.postprocess import l2_normalize
+
 FORMAT_VERSION = 1
 FILES = ("index.faiss", "metadata.parquet")
 
@@ -62,7 +64,7 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or not np.isfinite(x).all():
         raise IndexError_(f"features must be a finite 2-D array, got shape {x.shape}")
-    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+    return l2_normalize(x)
 
 
 def build_faiss_index(

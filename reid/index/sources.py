@@ -54,18 +54,16 @@ class Embedder:
 
             return cls(run, meta["image_size"], meta.get("source_hash", ""), batch_size)
         from ..engine.build import load_model
+        from ..models import FeatureExtractor
 
         model, cfg = load_model(path)
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model = model.to(device)
-
-        def run(x):
-            with torch.no_grad():
-                return (
-                    torch.nn.functional.normalize(model(x.to(device)).float(), dim=1).cpu().numpy()
-                )
-
-        return cls(run, cfg.data.image_size, sha256(path), batch_size)
+        extractor = FeatureExtractor(model, tuple(cfg.data.image_size), device, batch_size)
+        return cls(
+            lambda x: extractor.embed_batch(x).cpu().numpy(),
+            cfg.data.image_size,
+            sha256(path),
+            batch_size,
+        )
 
     def __call__(self, paths, progress: bool = False) -> np.ndarray:
         from tqdm import tqdm

@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python tools/demo.py --data $(DATA) --run $(RUN)
+	$(BIN)/python tools/demo.py --data $(DATA) --run $(RUN) --overwrite  # the demo's own folder
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

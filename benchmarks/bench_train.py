@@ -30,7 +30,12 @@ from reid.data import load_dataset
 from reid.data.dataset import ImageDataset
 from reid.data.synthetic import SyntheticSpec, generate
 from reid.data.transforms import build_transforms
-from reid.engine.build import Losses, TrainingModule, build_optimizer, build_scheduler
+from reid.engine.build import (
+    build_losses,
+    build_optimizer,
+    build_scheduler,
+    build_training_module,
+)
 from reid.engine.trainer import train_one_epoch
 from reid.models import FeatureExtractor
 
@@ -40,7 +45,7 @@ RESULTS = Path(__file__).parent / "results"
 class TorchreidView(nn.Module):
     """What torchreid's engine expects: logits in train mode, features in eval mode."""
 
-    def __init__(self, module: TrainingModule):
+    def __init__(self, module: torch.nn.Module):
         super().__init__()
         self.module = module
 
@@ -122,7 +127,7 @@ def ours_images_per_s(
     )
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
-    losses = Losses(cfg, module.head.num_classes)
+    losses = build_losses(cfg, module.head.num_classes)
     optimizer = build_optimizer(cfg, module)
     scheduler = build_scheduler(cfg, optimizer, iters + 2)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -197,11 +202,11 @@ def main() -> None:
             ],
         )
         torch.manual_seed(0)
-        reference = TrainingModule(cfg, dataset.num_train_pids)
+        reference = build_training_module(cfg, dataset.num_train_pids)
         state = {k: v.clone() for k, v in reference.state_dict().items()}
 
         def fresh(cfg=cfg, state=state):
-            module = TrainingModule(cfg, dataset.num_train_pids)
+            module = build_training_module(cfg, dataset.num_train_pids)
             module.load_state_dict(state)
             return module
 

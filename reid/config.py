@@ -14,6 +14,13 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+from .data import LOADERS
+from .data.samplers import SAMPLERS
+from .errors import ReidError
+from .evaluation.rank import AP_MODES, METRICS
+from .heads import ALL_HEAD_OPTIONS, CENTER_UPDATES, HEADS, WEIGHT_MODES
+from .models.pooling import POOLINGS
+
 
 @dataclass
 class DataConfig:
@@ -36,26 +43,33 @@ class ModelConfig:
     embedding_dim: int = 0
     bnneck: bool = True
     pretrained: str | None = None  # "imagenet" or a path to a torchvision state dict
+    init_from: str | None = (
+        None  # a reid checkpoint: start from its backbone + BNNeck (fine-tuning)
+    )
+    init_head: bool = False  # with init_from: also its learned head weights (same head, classes)
 
 
 @dataclass
 class HeadConfig:
     name: str = "softmax"
     weights: str = "learned"  # learned | centers (IR-Softmax)
-    scale: float | None = None  # None: the head's documented default
-    margin: float | None = None
-    center_update: str = "ema"  # ema | grad | cumulative
-    center_momentum: float = 0.9
-    center_lr: float = 0.5
-    center_lambda: float = 1.0
+    # the head's own options (None: the head's documented default; set only for heads that use them)
+    scale: float | None = None  # normface, cosface, arcface, circle
+    margin: float | None = None  # cosface, arcface, circle, sphereface (integer m)
+    virtual_clamp: float | None = None  # virtual
+    beta_fixed: float | None = None  # sphereface: fixed β instead of annealing (IR authors: 10)
+    # IR-Softmax centers (head.weights=centers), reid/heads/centers.py
+    center_update: str = "authors"  # authors | ema | grad
+    center_momentum: float = 0.5  # ema: weight of the old center per update
+    center_lr: float = 0.5  # grad
+    center_lambda: float = 1.0  # grad, center_pull
     center_pull: float = 0.0  # weight of the center term's pull on the features (paper: unstated)
-    center_init: str = "features"  # features (one pass over the train set) | batches
-    aux_softmax: float = (
-        0.0  # weight of an auxiliary learned softmax (authors' code: 1.0 with 0.1·IR)
-    )
-    ir_weight: float = 1.0  # weight of the head's own loss
-    virtual_clamp: float | None = None
-    beta_fixed: float | None = None  # A-Softmax: fixed β instead of annealing
+    center_init: str = "features"  # features (train-mode BN pass over the train set) | batches
+    center_refresh: int = 0  # every N epochs re-initialise the centers from a feature pass; 0 = off
+    # loss mix: the head's own loss weight, and an auxiliary learned softmax
+    # (the authors' code: ir_weight 0.1 with aux_softmax 1.0)
+    ir_weight: float = 1.0
+    aux_softmax: float = 0.0
 
 
 @dataclass
@@ -129,8 +143,86 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
-class ConfigError(ValueError):
-    """Bad configuration: unknown key, wrong type, unreadable file."""
+class ConfigError(ReidError):
+    """Bad configuration: unknown key, wrong type or value, unreadable file."""
+
+
+#: choice fields and their valid values, taken from the registries that use them
+CHOICES = {
+    "data.kind": ("auto", *LOADERS),
+    "model.pooling": tuple(POOLINGS),
+    "head.name": tuple(HEADS),
+    "head.weights": WEIGHT_MODES,
+    "head.center_update": CENTER_UPDATES,
+    "head.center_init": ("features", "batches"),
+    "sampler.name": (*SAMPLERS, "random"),
+    "optim.name": ("adam", "adamw", "sgd"),
+    "optim.scheduler": ("multistep", "cosine"),
+    "train.amp": ("auto", "off", "fp16", "bf16"),
+    "eval.metric": METRICS,
+    "eval.ap": AP_MODES,
+}
+
+
+def _get(config: DictConfig, key: str):
+    section, name = key.split(".")
+    return config[section][name]
+
+
+def validate(config: DictConfig, source: str = "config") -> None:
+    """Reject values the code cannot use, naming the key: unknown choices, a head option the
+    chosen head does not use, impossible numbers, CUDA without CUDA."""
+
+    def bad(key: str, why: str):
+        raise ConfigError(f"{source}: {key}={_get(config, key)!r}: {why}")
+
+    for key, valid in CHOICES.items():
+        if _get(config, key) not in valid:
+            bad(key, f"unknown value; valid: {', '.join(valid)}")
+    used = HEADS[config.head.name].OPTIONS
+    for option in ALL_HEAD_OPTIONS:
+        if config.head[option] is not None and option not in used:
+            bad(
+                f"head.{option}",
+                f"not an option of head {config.head.name!r} "
+                f"(its options: {', '.join(used) or 'none'})",
+            )
+    size = config.data.image_size
+    if len(size) != 2 or any(int(v) <= 0 for v in size):
+        raise ConfigError(
+            f"{source}: data.image_size={list(size)}: must be two positive integers [H, W]"
+        )
+    positive = {
+        "train.epochs": config.train.epochs,
+        "sampler.batch_size": config.sampler.batch_size,
+        "sampler.num_instances": config.sampler.num_instances,
+        "eval.batch_size": config.eval.batch_size,
+        "optim.lr": config.optim.lr,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            bad(key, "must be positive")
+    non_negative = (
+        "optim.weight_decay", "optim.warmup_epochs", "optim.grad_clip", "data.workers",
+        "eval.every", "train.max_iters_per_epoch", "head.center_refresh", "head.ir_weight",
+        "head.aux_softmax", "head.center_pull", "loss.triplet", "loss.center",
+        "loss.label_smoothing",
+    )  # fmt: skip
+    for key in non_negative:
+        if _get(config, key) < 0:
+            bad(key, "must not be negative")
+    if not 0 <= config.head.center_momentum < 1:
+        bad("head.center_momentum", "must be in [0, 1)")
+    if config.model.init_head and not config.model.init_from:
+        bad("model.init_head", "needs model.init_from (the checkpoint to take the head from)")
+    device = config.train.device
+    if device != "auto" and not device.startswith(("cpu", "cuda")):
+        bad("train.device", "valid: auto, cpu, cuda, cuda:N")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            bad("train.device", "CUDA is not available on this machine; use cpu or auto")
 
 
 def _valid_keys(key: str) -> str:
@@ -173,6 +265,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         config = _merge(config, OmegaConf.from_dotlist([item]), f"override {item!r}")
+    validate(config, str(path) if path is not None else "config")
     OmegaConf.set_readonly(config, True)
     return config
 
@@ -180,6 +273,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def config_from_dict(data: dict, source: str = "checkpoint") -> DictConfig:
     """Re-validate a stored (resolved) configuration against the schema."""
     config = _merge(OmegaConf.structured(Config), OmegaConf.create(data), source)
+    validate(config, source)
     OmegaConf.set_readonly(config, True)
     return config
 

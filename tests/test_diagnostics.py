@@ -7,10 +7,10 @@ import torch
 
 from reid.config import load_config, to_dict
 from reid.data import arrays, load_dataset
-from reid.diagnostics import correlation, weight_center_angles
-from reid.engine.build import TrainingModule
+from reid.engine.build import build_training_module
 from reid.engine.checkpoint import atomic_save
 from reid.models import FeatureExtractor
+from reid.workflows.diagnostics import correlation, weight_center_angles
 
 
 def test_angles_are_zero_when_centers_are_the_feature_centers(synthetic_root, tmp_path):
@@ -25,10 +25,10 @@ def test_angles_are_zero_when_centers_are_the_feature_centers(synthetic_root, tm
         ],
     )
     dataset = load_dataset(synthetic_root)
-    module = TrainingModule(cfg, dataset.num_train_pids).eval()
+    module = build_training_module(cfg, dataset.num_train_pids).eval()
     features = FeatureExtractor(module.model, (64, 32), "cpu", 64, 0).extract_records(dataset.train)
     pids, _ = arrays(dataset.train)
-    module.head.init_centers(torch.from_numpy(features), torch.from_numpy(pids))
+    module.head.centers.init_from_features(torch.from_numpy(features), torch.from_numpy(pids))
     atomic_save(
         {
             "module": module.state_dict(),
@@ -45,7 +45,7 @@ def test_angles_are_zero_when_centers_are_the_feature_centers(synthetic_root, tm
     cfg2 = load_config(
         None, [f"data.root={synthetic_root}", "model.backbone=resnet18", "data.image_size=[64,32]"]
     )
-    module2 = TrainingModule(cfg2, dataset.num_train_pids)
+    module2 = build_training_module(cfg2, dataset.num_train_pids)
     module2.model.load_state_dict(module.model.state_dict())
     atomic_save(
         {

@@ -103,7 +103,7 @@ def test_virtual_softmax_extra_logit_per_sample():
     assert bool(
         (out[:, 2] >= out.gather(1, y[:, None]).squeeze(1) - 1e-5).all()
     )  # ‖w_y‖‖x‖ ≥ w_yᵀx
-    assert head_with("virtual", weight, clamp=1.5)(x, y)[:, 2].max() == 1.5
+    assert head_with("virtual", weight, virtual_clamp=1.5)(x, y)[:, 2].max() == 1.5
     assert head.predict_logits(x).shape == (5, 2)  # accuracy on the first C columns
 
 
@@ -116,7 +116,7 @@ def test_no_nan_in_bf16_and_at_extreme_angles(name, weights):
         if weights == "learned":
             head.weight.copy_(weight)
         else:
-            head.centers.copy_(unit(weight))
+            head.centers.weight.copy_(unit(weight))
     features = x.clone().requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = head(features.to(torch.bfloat16), y)
@@ -139,11 +139,11 @@ def test_unknown_head_lists_valid_names():
 @pytest.mark.parametrize("name", list(HEADS))
 def test_classification_loss_gives_centers_no_gradient(name):
     head = build_head(name, 4, 3, weights="centers")
-    assert not any(p is head.centers for p in head.parameters())
+    assert not any(p is head.centers.weight for p in head.parameters())
     x = torch.randn(6, 4, requires_grad=True)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     F.cross_entropy(head(x, y)[:, :3], y).backward()
-    assert head.centers.grad is None and x.grad is not None and x.grad.abs().sum() > 0
+    assert head.centers.weight.grad is None and x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_center_updates_equal_their_formulas():
@@ -151,7 +151,7 @@ def test_center_updates_equal_their_formulas():
     x = torch.randn(5, 3)
     y = torch.tensor([0, 0, 1, 0, 1])  # class 2 absent
     unit_x = unit(x)
-    for mode in ("ema", "grad", "cumulative"):
+    for mode in ("authors", "ema", "grad"):
         head = build_head(
             "cosface",
             3,
@@ -162,41 +162,66 @@ def test_center_updates_equal_their_formulas():
             center_lr=0.4,
             center_lambda=1.5,
         )
-        head.center_seen.fill_(True)  # steady state: every class initialised
-        before = head.centers.clone()
-        sums_before = head.center_sums.clone()
-        head.update_centers(x, y)
+        head.centers.seen.fill_(True)  # steady state: every class initialised
+        before = head.centers.weight.clone()
+        head.on_train_step(x, y)
         for k in (0, 1):
             members = unit_x[y == k]
             if mode == "ema":
                 expected = 0.8 * before[k] + 0.2 * members.mean(0)
             elif mode == "grad":
                 expected = before[k] - 0.4 * (2 * 1.5 / 5) * (before[k] - members).sum(0)
-            else:
-                expected = sums_before[k] + members.sum(0)
-            torch.testing.assert_close(head.centers[k], unit(expected))
-        torch.testing.assert_close(head.centers[2], before[2])  # absent class keeps its center
-        torch.testing.assert_close(head.centers.norm(dim=1), torch.ones(3))
+            else:  # the authors' code: the unit center plus each sample's unit feature
+                expected = before[k] + members.sum(0)
+            torch.testing.assert_close(head.centers.weight[k], unit(expected))
+        torch.testing.assert_close(head.centers.weight[2], before[2])  # absent: unchanged
+        torch.testing.assert_close(head.centers.weight.norm(dim=1), torch.ones(3))
+
+
+def test_authors_update_is_not_a_growing_sum():
+    """After many steps a new batch still moves an ``authors`` center by a fixed share (the old
+    ``cumulative`` sum let new batches weigh n/N → 0)."""
+    head = build_head("softmax", 2, 1, weights="centers", center_update="authors")
+    y = torch.zeros(4, dtype=torch.long)
+    for _ in range(200):
+        head.on_train_step(torch.tensor([[1.0, 0.0]]).expand(4, 2), y)
+    head.on_train_step(torch.tensor([[0.0, 1.0]]).expand(4, 2), y)
+    # c = normalize(e0 + 4·e1): the new direction dominates at once
+    torch.testing.assert_close(head.centers.weight[0], unit([1.0, 4.0]))
+
+
+def test_old_cumulative_mode_is_refused_with_the_new_name():
+    with pytest.raises(ValueError, match="unknown head.center_update 'cumulative'; valid: authors"):
+        build_head("softmax", 2, 2, weights="centers", center_update="cumulative")
 
 
 def test_init_centers_from_class_means_and_state_dict():
     x, y = torch.randn(30, 4), torch.arange(30) % 3
     head = build_head("arcface", 4, 3, weights="centers")
-    head.init_centers(x, y)
+    head.centers.init_from_features(x, y)
     for k in range(3):
-        torch.testing.assert_close(head.centers[k], unit(unit(x[y == k]).sum(0)))
-    assert "centers" in head.state_dict()
+        torch.testing.assert_close(head.centers.weight[k], unit(unit(x[y == k]).sum(0)))
+    assert "centers.weight" in head.state_dict()
 
 
 def test_center_pull_is_the_center_term():
     head = build_head("softmax", 3, 2, weights="centers", center_lambda=2.0)
     x, y = torch.randn(4, 3, requires_grad=True), torch.tensor([0, 1, 1, 0])
-    value = head.center_pull(x, y)
+    value = head.centers.pull(x, y)
     torch.testing.assert_close(
-        value, 2.0 * (head.centers[y] - unit(x.detach())).pow(2).sum(1).mean()
+        value, 2.0 * (head.centers.weight[y] - unit(x.detach())).pow(2).sum(1).mean()
     )
     value.backward()
-    assert head.centers.grad is None and x.grad.abs().sum() > 0
+    assert head.centers.weight.grad is None and x.grad.abs().sum() > 0
+
+
+def test_weight_angles_measure_center_lag():
+    head = build_head("softmax", 2, 2, weights="centers")
+    head.centers.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    x = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    classes, angles = head.weight_angles(x, torch.tensor([0, 0, 1]))
+    assert classes.tolist() == [0, 1]
+    torch.testing.assert_close(angles, torch.tensor([45.0, 0.0]), atol=1e-3, rtol=0)
 
 
 # ------------------------------------------------------------------------------------ losses
@@ -243,9 +268,9 @@ def test_few_steps_reduce_the_loss(name, weights):
     embed = torch.nn.Linear(dim, dim)
     head = build_head(name, dim, num_classes, weights=weights)
     if weights == "centers":
-        head.init_centers(embed(x).detach(), y)
+        head.centers.init_from_features(embed(x).detach(), y)
     optimizer = torch.optim.SGD(
-        list(embed.parameters()) + list(head.parameters()), lr=0.05 if name != "softmax" else 0.01
+        list(embed.parameters()) + list(head.parameters()), lr=0.05
     )
     criterion = CrossEntropyLabelSmooth(num_classes, 0.0)
 
@@ -254,25 +279,28 @@ def test_few_steps_reduce_the_loss(name, weights):
 
     first = loss_now().item()
     assert first > 0.05
-    for _ in range(40):
+    for _ in range(150):
         optimizer.zero_grad()
         features = embed(x)
         criterion(head(features, y), y).backward()
         optimizer.step()
-        head.update_centers(features.detach(), y)
-    assert loss_now().item() < first
+        head.on_train_step(features.detach(), y)
+    # a real decrease, not noise; with unit centers Virtual Softmax's extra logit ‖x‖ always
+    # beats the target ‖x‖cos θ_y, so its loss is bounded below by log 2 and falls slowly
+    bound = 0.97 if (name, weights) == ("virtual", "centers") else 0.8
+    assert loss_now().item() < bound * first
 
 
 def test_first_batch_initialises_unseen_centers():
     head = build_head("softmax", 3, 3, weights="centers", center_update="ema", center_momentum=0.9)
     x, y = torch.randn(4, 3), torch.tensor([0, 0, 1, 1])
-    head.update_centers(x, y)  # first sight of classes 0 and 1: their batch means, no momentum
-    torch.testing.assert_close(head.centers[0], unit(unit(x[:2]).sum(0)))
-    assert head.center_seen.tolist() == [True, True, False]
-    before = head.centers[0].clone()
-    head.update_centers(
+    head.on_train_step(x, y)  # first sight of classes 0 and 1: their batch means, no momentum
+    torch.testing.assert_close(head.centers.weight[0], unit(unit(x[:2]).sum(0)))
+    assert head.centers.seen.tolist() == [True, True, False]
+    before = head.centers.weight[0].clone()
+    head.on_train_step(
         x[2:3].expand(2, 3) * 0 + torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0, 0])
     )
     torch.testing.assert_close(
-        head.centers[0], unit(0.9 * before + 0.1 * torch.tensor([0.0, 0.0, 1.0]))
+        head.centers.weight[0], unit(0.9 * before + 0.1 * torch.tensor([0.0, 0.0, 1.0]))
     )

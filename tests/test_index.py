@@ -11,7 +11,7 @@ import faiss
 import numpy as np
 import pytest
 
-from reid.index import GalleryIndex, IndexError_
+from reid.index import GalleryIndex, IndexFormatError
 from tests.conftest import REPO
 
 
@@ -68,10 +68,10 @@ def test_append_equals_exporting_everything_at_once(tmp_path):
     a = GalleryIndex.load(tmp_path / "all").search(queries, 8)
     b = GalleryIndex.load(tmp_path / "parts").search(queries, 8)
     assert a.equals(b)
-    with pytest.raises(IndexError_, match="model hash .* differs"):
+    with pytest.raises(IndexFormatError, match="model hash .* differs"):
         loaded.append(features[:2], paths[:2], model_hash="other")
     with pytest.raises(
-        IndexError_, match="embedding dimension 16 does not match the index \\(32\\)"
+        IndexFormatError, match="embedding dimension 16 does not match the index \\(32\\)"
     ):
         loaded.append(features[:2, :16], paths[:2], model_hash="abc")
 
@@ -86,31 +86,31 @@ def test_approximate_indexes_and_recall(tmp_path, factory):
     assert 0.2 < recall["recall@10"] <= 1.0
     flat = GalleryIndex.build(features, paths, pids, camids, keep_features=True)
     assert flat.recall_at(features[:50], ks=(1, 10)) == {"recall@1": 1.0, "recall@10": 1.0}
-    with pytest.raises(IndexError_, match="bad FAISS factory string"):
+    with pytest.raises(IndexFormatError, match="bad FAISS factory string"):
         GalleryIndex.build(features, paths, factory="Nonsense42")
 
 
 def test_corrupt_missing_and_mismatched_files(tmp_path):
     features, paths, pids, camids = gallery()
     GalleryIndex.build(features, paths, pids, camids).save(tmp_path / "idx")
-    with pytest.raises(IndexError_, match="index directory not found"):
+    with pytest.raises(IndexFormatError, match="index directory not found"):
         GalleryIndex.load(tmp_path / "nope")
     (tmp_path / "idx/metadata.parquet").rename(tmp_path / "meta.bak")
-    with pytest.raises(IndexError_, match="metadata.parquet: missing"):
+    with pytest.raises(IndexFormatError, match="metadata.parquet: missing"):
         GalleryIndex.load(tmp_path / "idx")
     (tmp_path / "meta.bak").rename(tmp_path / "idx/metadata.parquet")
     data = bytearray((tmp_path / "idx/index.faiss").read_bytes())
     data[-10] ^= 0xFF
     (tmp_path / "idx/index.faiss").write_bytes(bytes(data))
-    with pytest.raises(IndexError_, match="index.faiss: checksum mismatch"):
+    with pytest.raises(IndexFormatError, match="index.faiss: checksum mismatch"):
         GalleryIndex.load(tmp_path / "idx")
     manifest = json.loads((tmp_path / "idx/manifest.json").read_text())
     manifest["format_version"] = 99
     (tmp_path / "idx/manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IndexError_, match="format version 99"):
+    with pytest.raises(IndexFormatError, match="format version 99"):
         GalleryIndex.load(tmp_path / "idx")
     GalleryIndex.build(features, paths).save(tmp_path / "ok")
-    with pytest.raises(IndexError_, match="embedding dimension 8 does not match"):
+    with pytest.raises(IndexFormatError, match="embedding dimension 8 does not match"):
         GalleryIndex.load(tmp_path / "ok").search(features[:1, :8], 3)
 
 
@@ -159,8 +159,8 @@ def tiny_checkpoint(synthetic_root, tmp_path_factory):
 
 
 def test_export_model_parity_and_onnx_embedder(tiny_checkpoint, synthetic_root, tmp_path):
-    from reid.engine.build import load_model
     from reid.index.sources import Embedder
+    from reid.models.checkpoint import load_model
     from reid.models.export import export_model
 
     model, cfg = load_model(tiny_checkpoint)

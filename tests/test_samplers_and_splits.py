@@ -150,9 +150,9 @@ def test_balanced_sampler_once_per_pass_and_cross_camera_companions():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (([], 8, 2), "dataset is empty"),
-        ((dataset()[0], 9, 2), "not a multiple of K = 2"),
-        ((dataset()[0], 100, 50), "larger than any identity"),
+        (([], 8, 2), "training set is empty"),
+        ((dataset()[0], 9, 2), "not a multiple of sampler.num_instances=2"),
+        ((dataset()[0], 100, 50), "larger than every identity"),
         ((dataset()[0], 64, 2), "only 12"),
     ],
 )

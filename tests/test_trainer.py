@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ import torch
 from reid.config import load_config
 from reid.engine.checkpoint import atomic_save, load_checkpoint
 from reid.engine.trainer import NonFiniteLossError, fit
+from reid.workflows.evaluate import run_evaluation
 from tests.conftest import REPO
 
 TINY = [
@@ -55,9 +55,13 @@ def test_short_run_writes_the_run_folder(synthetic_root, tmp_path):
         "curves.png",
     } <= names
     lines = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
-    assert [x["epoch"] for x in lines] == [1, 2] and "mAP" in lines[1] and 0 <= final["mAP"] <= 1
+    assert [x["epoch"] for x in lines] == [1, 2] and "mAP" in lines[1]
+    # the logged figure is the evaluator's on the saved weights, recomputed independently
+    again = run_evaluation(checkpoint=str(tmp_path / "run/last.pt"), out=str(tmp_path / "eval"))
+    assert abs(again["result"].mAP - final["mAP"]) < 1e-6
+    assert {"center_angle_rare", "center_angle_mid", "center_angle_frequent"} <= set(lines[0])
     checkpoint = load_checkpoint(tmp_path / "run")
-    assert "head.centers" in checkpoint["module"] and checkpoint["epoch"] == 2
+    assert "head.centers.weight" in checkpoint["module"] and checkpoint["epoch"] == 2
     assert {"optimizer", "scheduler", "scaler", "rng", "sampler", "history", "config"} <= set(
         checkpoint
     )
@@ -78,7 +82,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(synthetic_root, tmp_path,
         return terms
 
     monkeypatch.setattr(build.Losses, "forward", poisoned)
-    with pytest.raises(NonFiniteLossError, match="epoch 2 step 0: loss is nan"):
+    with pytest.raises(NonFiniteLossError, match="epoch 2 step 0: loss is nan.*last.pt \\(epoch 1\\)"):
         fit(cfg, tmp_path / "run", progress=False)
     assert load_checkpoint(tmp_path / "run/last.pt")["epoch"] == 1
 
@@ -115,6 +119,38 @@ def _train_command(root, run, *extra):
     ]
 
 
+KILL_IN_EPOCH_2 = """
+import os, runpy, signal, sys
+from reid.engine import trainer
+
+original = trainer.train_one_epoch
+
+
+class DiesAtStep2:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __iter__(self):
+        for step, batch in enumerate(self.inner):
+            if step == 2:
+                os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, like a real kill -9
+            yield batch
+
+
+def dying(module, losses, loader, *args, epoch=0, **kwargs):
+    loader = DiesAtStep2(loader) if epoch == 2 else loader
+    return original(module, losses, loader, *args, epoch=epoch, **kwargs)
+
+
+trainer.train_one_epoch = dying
+sys.argv = sys.argv[1:]
+runpy.run_path("tools/train.py", run_name="__main__")
+"""
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_continues_exactly(synthetic_root, tmp_path):
     reference = tmp_path / "reference"
@@ -122,19 +158,14 @@ def test_resume_after_sigkill_continues_exactly(synthetic_root, tmp_path):
         _train_command(synthetic_root, reference), cwd=REPO, check=True, capture_output=True
     )
     run = tmp_path / "killed"
-    process = subprocess.Popen(
-        _train_command(synthetic_root, run),
+    # a deterministic kill: the process SIGKILLs itself at step 2 of epoch 2
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_IN_EPOCH_2, *_train_command(synthetic_root, run)[1:]],
         cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    deadline = time.time() + 300
-    while time.time() < deadline and not (run / "last.pt").exists():
-        time.sleep(0.05)
-    time.sleep(0.3)  # now inside epoch 2
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert load_checkpoint(run)["epoch"] == 1
     subprocess.run(
         [sys.executable, "tools/train.py", "--resume", str(run), "--no-progress"],

@@ -2,8 +2,8 @@
 
 import argparse
 
-from reid.demo import run_demo
 from reid.logging_utils import tool_main
+from reid.workflows.demo import run_demo
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -14,12 +14,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default="datasets/synthetic")
     parser.add_argument("--run", default="runs/demo")
     parser.add_argument("--config", default="configs/synthetic/demo.yaml")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the run an earlier demo left in --run"
+    )
     parser.add_argument("overrides", nargs="*", help="section.key=value for the training config")
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    out = run_demo(args.data, args.run, args.config, args.overrides)
+    out = run_demo(args.data, args.run, args.config, args.overrides, args.overwrite)
     evaluation, timings = out["evaluation"], out["timings"]
     print("\n=== evaluation of best.pt on the synthetic query/gallery ===")
     print(evaluation["result"].table())

@@ -4,8 +4,8 @@ against its number of training images — a CSV and a scatter PNG."""
 import argparse
 from pathlib import Path
 
-from reid.diagnostics import correlation, plot_angles, weight_center_angles
 from reid.logging_utils import tool_main
+from reid.workflows.diagnostics import correlation, plot_angles, weight_center_angles
 
 
 def get_args_parser() -> argparse.ArgumentParser:

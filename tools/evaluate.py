@@ -2,8 +2,8 @@
 
 import argparse
 
-from reid.evaluation.run import run_evaluation
 from reid.logging_utils import tool_main
+from reid.workflows.evaluate import run_evaluation
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -2,8 +2,8 @@
 
 import argparse
 
-from reid.index.export import export_index
 from reid.logging_utils import tool_main
+from reid.workflows.index import export_index
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -20,13 +20,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--gallery", required=True, help="Market-format root, image folder, or CSV manifest"
     )
-    parser.add_argument("--out", required=True, help="index directory")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="index directory: new, empty, or an index to replace (any other folder is refused)",
+    )
     parser.add_argument(
         "--index",
         default="Flat",
         help="FAISS factory string: Flat, IVF1024,Flat, IVF1024,PQ64, HNSW32",
     )
-    parser.add_argument("--append", action="store_true", help="add the images to an existing index")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add the images to an existing index (images already in it are skipped)",
+    )
     parser.add_argument(
         "--keep-features", action="store_true", help="store exact vectors (recall reports)"
     )
@@ -52,8 +60,10 @@ def main(args: argparse.Namespace) -> None:
     )
     print(
         f"index: {args.out} ({info['count']} vectors, {info['added']} added, {info['manifest']['factory']}, "
-        f"{info['manifest']['dim']}-d)"
+        f"{info['manifest']['dim']}-d; gallery paths stored absolute)"
     )
+    if info["skipped"]:
+        print(f"skipped {info['skipped']} images already in the index (same absolute path)")
     if "recall" in info["manifest"]:
         print("recall vs exact search:", info["manifest"]["recall"])
 

@@ -3,9 +3,9 @@ against PyTorch on the same inputs (max abs difference < 1e-4; onnxruntime for O
 
 import argparse
 
-from reid.engine.build import load_model
 from reid.index.gallery import sha256
 from reid.logging_utils import tool_main
+from reid.models.checkpoint import load_model
 from reid.models.export import export_model
 
 

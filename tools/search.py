@@ -2,8 +2,8 @@
 
 import argparse
 
-from reid.index.export import search
 from reid.logging_utils import tool_main
+from reid.workflows.index import search
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import ReidError
+
 SPLITS = ("train", "query", "gallery")
 #: Camera id used when a dataset has no camera information (CSV manifest without ``camid``).
 NO_CAMERA = -1
 
 
-class DatasetError(ValueError):
+class DatasetError(ReidError):
     """Bad dataset input; the message names the offending file or folder."""
 
 

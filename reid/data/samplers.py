@@ -31,6 +31,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..errors import ReidError
+
 log = logging.getLogger(__name__)
 
 
@@ -46,10 +48,10 @@ class _IdentitySampler:
     ):
         pids = np.asarray(pids)
         if pids.size == 0:
-            raise ValueError("sampler: the dataset is empty")
+            raise ReidError("sampler: the training set is empty")
         if num_instances <= 0 or batch_size % num_instances:
-            raise ValueError(
-                f"sampler: batch size {batch_size} is not a multiple of K = {num_instances} (P×K must equal it)"
+            raise ReidError(
+                f"sampler.batch_size={batch_size} is not a multiple of sampler.num_instances={num_instances} (P×K must equal it)"
             )
         if not 0 <= rank < world_size:
             raise ValueError(f"sampler: rank {rank} outside world size {world_size}")
@@ -64,12 +66,12 @@ class _IdentitySampler:
         )  # P of the global batch
         self.per_rank = batch_size
         if self.P > len(self.pids):
-            raise ValueError(
-                f"sampler: P = {self.P} identities per (global) batch but the dataset has only {len(self.pids)}"
+            raise ReidError(
+                f"sampler.batch_size: P = {self.P} identities per (global) batch but the training set has only {len(self.pids)}"
             )
         if self.K > self.counts.max():
-            raise ValueError(
-                f"sampler: K = {self.K} is larger than any identity (largest has {self.counts.max()} images)"
+            raise ReidError(
+                f"sampler.num_instances={self.K} is larger than every identity (the largest has {self.counts.max()} images)"
             )
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
 

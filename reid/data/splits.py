@@ -1,8 +1,18 @@
-"""Controlled long-tail caps (METHODS.md §6) — the split tool is added with the imbalance issue."""
+"""Held-out splits of a Market-format training folder and controlled long-tail caps (METHODS.md §6)."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
+
+from ..outputs import check_no_overlap, check_replaceable, write_marker
+from .market1501 import FOLDERS, parse_folder
+from .records import DatasetError
+from .stats import split_stats
 
 
 def longtail_caps(num_ids: int, n_max: int, ratio: float, minimum: int = 2) -> np.ndarray:
@@ -11,7 +21,7 @@ def longtail_caps(num_ids: int, n_max: int, ratio: float, minimum: int = 2) -> n
     ρ = 1 gives ``n_max`` for everyone. Identity *order* is the caller's (seeded) choice.
     """
     if ratio < 1:
-        raise ValueError(f"long-tail ratio must be >= 1, got {ratio}")
+        raise DatasetError(f"long-tail ratio must be >= 1, got {ratio}")
     if num_ids <= 0:
         return np.zeros(0, dtype=np.int64)
     if num_ids == 1:
@@ -53,16 +63,11 @@ def make_holdout_split(
     Output is the Market layout made of symbolic links (copies where links are impossible).
     Returns the statistics that are also written to ``OUT/split.json``.
     """
-    import json
-    import os
-    import shutil
-    from pathlib import Path
-
-    from .market1501 import FOLDERS, parse_folder
-    from .records import DatasetError
-    from .stats import split_stats
-
     source = Path(source_root) / "bounding_box_train"
+    out = Path(out)
+    # never write into (or over) the data we read, nor over a folder the splitter did not write
+    check_no_overlap(out, [source])
+    check_replaceable(out, "split", "choose a new or empty --out folder", proof=_legacy_split)
     records = parse_folder(source, "train")
     pids = sorted({r.pid for r in records})
     if not 0 < holdout_ids < len(pids):
@@ -83,7 +88,6 @@ def make_holdout_split(
             for i, record in enumerate(by_cam[cam]):
                 (query if i == pick else gallery).append(record)
     train = apply_longtail(train, longtail_ratio, seed)
-    out = Path(out)
     for split, items in (("train", train), ("query", query), ("gallery", gallery)):
         folder = out / FOLDERS[split]
         if folder.exists():
@@ -106,4 +110,16 @@ def make_holdout_split(
         "seed": seed,
     }
     (out / "split.json").write_text(json.dumps(stats, indent=2))
+    write_marker(out, "split", source=stats["params"]["source"])
     return stats
+
+
+def _legacy_split(folder: Path) -> bool:
+    """A split written before markers existed: ``split.json`` with the splitter's parameters and
+    nothing but the three Market folders of symbolic links beside it."""
+    try:
+        params = json.loads((folder / "split.json").read_text())["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    allowed = {"split.json", "bounding_box_train", "query", "bounding_box_test"}
+    return "holdout_ids" in params and {p.name for p in folder.iterdir()} <= allowed

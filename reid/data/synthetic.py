@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..outputs import check_replaceable, write_marker
+from .records import DatasetError
 from .splits import longtail_caps
 
 log = logging.getLogger(__name__)
@@ -339,17 +341,23 @@ def _file_name(pid: int, cam: int, counter: int, rng) -> str:
 def generate(out: str | Path, spec: SyntheticSpec) -> dict:
     """Write a Market-format synthetic dataset under ``out``; returns counts per folder."""
     if spec.ids < 4:
-        raise ValueError(f"--ids must be at least 4 (2 train + 2 test identities), got {spec.ids}")
+        raise DatasetError(
+            f"--ids must be at least 4 (2 train + 2 test identities), got {spec.ids}"
+        )
     if spec.cams < 2:
-        raise ValueError(
+        raise DatasetError(
             f"--cams must be at least 2 (queries need a cross-camera match), got {spec.cams}"
         )
     if not 1 <= spec.cams <= 9:
-        raise ValueError(
+        raise DatasetError(
             f"--cams must be at most 9 (one digit in the Market file name), got {spec.cams}"
         )
     out = Path(out)
+    # old images are deleted only in a folder this generator wrote (its marker file says so)
+    check_replaceable(out, "synthetic", "choose a new or empty --out folder")
     folders = {name: out / name for name in ("bounding_box_train", "query", "bounding_box_test")}
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "synthetic", seed=spec.seed)
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.jpg"):

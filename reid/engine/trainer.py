@@ -11,30 +11,41 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..config import config_from_dict, save_config, to_dict
+from ..config import save_config, to_dict
 from ..data import arrays, load_dataset, verify_images
-from ..data.dataset import ImageDataset
-from ..data.transforms import build_transforms
-from ..evaluation.rank import RankResult
+from ..errors import ReidError
+from ..evaluation.features_io import FeatureSet
+from ..evaluation.pipeline import evaluate_features
+from ..evaluation.rank import RankResult, count_valid_queries
 from ..models import FeatureExtractor
-from .build import Losses, TrainingModule, build_optimizer, build_sampler, build_scheduler
-from .checkpoint import atomic_save, load_checkpoint
+from ..outputs import write_marker
+from .build import (
+    Losses,
+    build_losses,
+    build_optimizer,
+    build_sampler,
+    build_scheduler,
+    build_train_loader,
+    build_training_module,
+    init_from_checkpoint,
+)
+from .centers import frequency_groups, init_head_centers
+from .checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
 from .distributed import cleanup, init_distributed, local_device
+from .report import write_report
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(ReidError):
     """The loss became NaN/inf; the last good checkpoint is left untouched."""
 
 
@@ -47,7 +58,7 @@ def _amp_dtype(mode: str, device: torch.device):
         return torch.bfloat16
     if mode == "fp16":
         if device.type != "cuda":
-            raise ValueError("train.amp=fp16 needs CUDA; use bf16 or off on CPU")
+            raise ReidError("train.amp=fp16 needs CUDA; use bf16 or off on CPU")
         return torch.float16
     raise KeyError(f"unknown train.amp {mode!r}; valid: auto, off, fp16, bf16")
 
@@ -71,11 +82,16 @@ def train_one_epoch(
     max_iters: int = 0,
     epoch: int = 0,
     progress: bool = True,
+    class_groups: torch.Tensor | None = None,
 ) -> dict:
-    """One pass over ``loader``; returns mean loss terms, accuracy, lr and images/s."""
+    """One pass over ``loader``; returns mean loss terms, accuracy, lr and images/s, and with
+    ``class_groups`` (class → frequency tercile) the mean angle between each class's weight or
+    IR center and its batch-mean feature per tercile (``center_angle_rare/mid/frequent``)."""
     module.train()
     core = _unwrap(module)
     totals: dict[str, float] = {}
+    angle_sum = torch.zeros(core.head.num_classes, dtype=torch.float64)
+    angle_n = torch.zeros(core.head.num_classes, dtype=torch.float64)
     correct = seen = 0
     start = time.perf_counter()
     total_iters = min(len(loader), max_iters) if max_iters else len(loader)
@@ -104,8 +120,12 @@ def train_one_epoch(
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"epoch {epoch} step {step}: loss is {loss.item()} "
-                f"({ {k: float(v.detach()) for k, v in terms.items()} }); stopping, last.pt is the last good state"
+                f"({ {k: float(v.detach()) for k, v in terms.items()} })"
             )
+        if class_groups is not None:  # before this step's center update: the lag it must close
+            classes, angles = core.head.weight_angles(out["bn"], labels)
+            angle_sum.index_add_(0, classes.cpu(), angles.cpu().double())
+            angle_n.index_add_(0, classes.cpu(), torch.ones(len(classes), dtype=torch.float64))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip > 0:
@@ -114,9 +134,7 @@ def train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        core.head.update_centers(out["bn"].detach(), labels)
-        if hasattr(core.head, "step"):
-            core.head.step()
+        core.head.on_train_step(out["bn"].detach(), labels)
         with torch.no_grad():
             correct += int((core.head.predict_logits(out["bn"].detach()).argmax(1) == labels).sum())
         seen += len(labels)
@@ -135,7 +153,15 @@ def train_one_epoch(
     bar.close()
     steps = max(1, steps)
     elapsed = time.perf_counter() - start
+    angles = {}
+    if class_groups is not None:
+        per_class = angle_sum / angle_n.clamp(min=1)
+        for group, name in enumerate(("rare", "mid", "frequent")):
+            chosen = (class_groups == group) & (angle_n > 0)
+            if bool(chosen.any()):
+                angles[f"center_angle_{name}"] = float(per_class[chosen].mean())
     return {
+        **angles,
         **{f"loss_{k}": v / steps for k, v in totals.items()},
         "loss": sum(totals.values()) / steps,
         "acc": correct / max(seen, 1),
@@ -161,9 +187,6 @@ def evaluate(
     rerank=False,
 ) -> RankResult:
     """Extract query/gallery features with ``model`` and compute CMC/mAP/mINP (FAISS evaluator)."""
-    from ..evaluation.features_io import FeatureSet
-    from ..evaluation.pipeline import evaluate_features
-
     start = time.perf_counter()
     extractor = FeatureExtractor(model, image_size, str(device), batch_size, workers, flip)
     query_features, gallery_features = (
@@ -171,10 +194,10 @@ def evaluate(
         extractor.extract_records(gallery),
     )
     extract_s = time.perf_counter() - start
-    (qp, qc), (gp, gc) = arrays(query), arrays(gallery)
+    (query_pids, query_camids), (gallery_pids, gallery_camids) = arrays(query), arrays(gallery)
     result = evaluate_features(
-        FeatureSet(query_features, qp, qc, np.array([])),
-        FeatureSet(gallery_features, gp, gc, np.array([])),
+        FeatureSet(query_features, query_pids, query_camids, np.array([])),
+        FeatureSet(gallery_features, gallery_pids, gallery_camids, np.array([])),
         metric=metric,
         ap=ap,
         rerank=rerank,
@@ -186,96 +209,57 @@ def evaluate(
     return result
 
 
-@torch.no_grad()
-def init_centers_from_features(core: TrainingModule, records, cfg: DictConfig, device) -> None:
-    """IR-Softmax: every class center ← normalised mean of its BNNeck features (one pass)."""
-    extractor = FeatureExtractor(
-        core.model, tuple(cfg.data.image_size), str(device), cfg.eval.batch_size, cfg.data.workers
-    )
-    features = torch.from_numpy(extractor.extract_records(records)).to(device)
-    core.head.init_centers(features, torch.from_numpy(arrays(records)[0]).to(device))
-    core.model.train()  # the extractor put it in eval mode
+#: a run whose rare-tercile center angle stays above this is not testing IR-Softmax
+CENTER_ANGLE_WARN = 20.0
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.yaml", "summary.csv", "curves.png")
 
 
-def _seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 - third-party augmentations may use it
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
-def _rng_state() -> dict:
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def check_evaluation_set(dataset, root: str) -> None:
+    """Refuse, before training, a query/gallery that the final evaluation could not score."""
+    if not dataset.query or not dataset.gallery:
+        empty = "query" if not dataset.query else "gallery"
+        raise ReidError(f"data.root={root}: the {empty} set is empty; nothing to evaluate")
+    (qp, qc), (gp, gc) = arrays(dataset.query), arrays(dataset.gallery)
+    if count_valid_queries(qp, qc, gp, gc) == 0:
+        raise ReidError(
+            f"data.root={root}: no query has a positive in the gallery (same id, another camera)"
+        )
 
 
 def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train (and periodically evaluate) as configured; returns the final metrics dict."""
+    """Train (and periodically evaluate) as configured; returns the final metrics dict.
+
+    ``resume=True`` continues from ``run_dir/last.pt`` with ``cfg`` (the run's own config, where
+    ``workflows.train`` allows only a longer ``train.epochs`` and a few bookkeeping keys to change).
+    Everything that can be checked runs before the first step: the evaluation set, the sampler,
+    the model, ``init_from``.
+    """
     run_dir = Path(run_dir)
     checkpoint = load_checkpoint(run_dir / "last.pt") if resume else None
-    if checkpoint is not None:
-        cfg = config_from_dict(checkpoint["config"], str(run_dir / "last.pt"))
     device = local_device(cfg.train.device)
     rank, world_size = init_distributed(device)
     main = rank == 0
-    _seed_everything(cfg.train.seed, cfg.train.deterministic)  # same initial weights on every rank
+    seed_everything(cfg.train.seed, cfg.train.deterministic)  # same initial weights on every rank
     dataset = load_dataset(cfg.data.root, cfg.data.kind)
+    check_evaluation_set(dataset, cfg.data.root)
     if cfg.data.verify_images and main:
         verify_images(dataset.train + dataset.query + dataset.gallery)
     pids, camids = arrays(dataset.train)
     num_classes = dataset.num_train_pids
-    size = tuple(cfg.data.image_size)
-    train_set = ImageDataset(
-        dataset.train,
-        build_transforms(
-            size, True, cfg.data.flip, cfg.data.pad, cfg.data.random_erasing, cfg.data.color_jitter
-        ),
-    )
     sampler = build_sampler(cfg, pids, camids, rank, world_size)
-    loader_kwargs = {
-        "num_workers": cfg.data.workers,
-        "pin_memory": device.type == "cuda",
-        "persistent_workers": False,
-    }
-    if sampler is None:
-        loader = DataLoader(
-            train_set,
-            batch_size=cfg.sampler.batch_size,
-            shuffle=True,
-            drop_last=True,
-            **loader_kwargs,
-        )
-    else:
-        loader = DataLoader(train_set, batch_sampler=sampler, **loader_kwargs)
-    iters = (
-        min(len(loader), cfg.train.max_iters_per_epoch)
-        if cfg.train.max_iters_per_epoch
-        else len(loader)
-    )
+    loader = build_train_loader(cfg, dataset.train, sampler, device)
+    iters = min(len(loader), cfg.train.max_iters_per_epoch or len(loader))
     if iters == 0:
-        raise ValueError(
-            f"{cfg.data.root}: the training set gives no batch of {cfg.sampler.batch_size} "
-            f"(P×K); lower sampler.batch_size"
+        raise ReidError(
+            f"sampler.batch_size={cfg.sampler.batch_size}: larger than the training set of "
+            f"{cfg.data.root} ({len(dataset.train)} images) allows; lower it"
         )
-
-    module = TrainingModule(cfg, num_classes).to(device)
+    module = build_training_module(cfg, num_classes).to(device)
     if cfg.train.channels_last:
         module = module.to(memory_format=torch.channels_last)
-    losses = Losses(cfg, num_classes)
+    if cfg.model.init_from and checkpoint is None:
+        init_from_checkpoint(module, cfg)
+    losses = build_losses(cfg, num_classes)
     optimizer = build_optimizer(cfg, module)
     scheduler = build_scheduler(cfg, optimizer, iters)
     amp_dtype = _amp_dtype(cfg.train.amp, device)
@@ -289,10 +273,11 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
         scaler.load_state_dict(checkpoint["scaler"])
         history, best_map = checkpoint["history"], checkpoint["best_map"]
         start_epoch = checkpoint["epoch"] + 1
-        _set_rng_state(checkpoint["rng"])
+        set_rng_state(checkpoint["rng"])
         log.info("resumed %s at epoch %d", run_dir, start_epoch)
-    elif cfg.head.weights == "centers" and cfg.head.center_init == "features":
-        init_centers_from_features(module, dataset.train, cfg, device)
+    elif module.head.uses_centers and cfg.head.center_init == "features":
+        init_head_centers(module, dataset.train, cfg, device)
+    groups = frequency_groups(dataset.train, num_classes)
     if world_size > 1:
         torch.manual_seed(cfg.train.seed + rank)  # different augmentations per rank
         module = torch.nn.parallel.DistributedDataParallel(
@@ -303,9 +288,10 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+        write_marker(run_dir, "run")
     writer = None
     if main and cfg.output.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # optional, heavy: only when asked
 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
     core = _unwrap(module)
@@ -319,7 +305,7 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
                 "scaler": scaler.state_dict(),
                 "epoch": epoch,
                 "sampler": sampler.state_dict() if sampler is not None else None,
-                "rng": _rng_state(),
+                "rng": rng_state(),
                 "config": to_dict(cfg),
                 "history": history,
                 "best_map": best_map,
@@ -332,32 +318,53 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
         for epoch in range(start_epoch, cfg.train.epochs + 1):
             if sampler is not None:
                 sampler.set_epoch(epoch)
-            stats = train_one_epoch(
-                module,
-                losses,
-                loader,
-                optimizer,
-                scheduler,
-                scaler,
-                device,
-                amp_dtype=amp_dtype,
-                grad_clip=cfg.optim.grad_clip,
-                channels_last=cfg.train.channels_last,
-                max_iters=cfg.train.max_iters_per_epoch,
-                epoch=epoch,
-                progress=progress and main,
-            )
+            refresh = cfg.head.center_refresh
+            if core.head.uses_centers and refresh and epoch > 1 and (epoch - 1) % refresh == 0:
+                init_head_centers(core, dataset.train, cfg, device)
+            try:
+                stats = train_one_epoch(
+                    module,
+                    losses,
+                    loader,
+                    optimizer,
+                    scheduler,
+                    scaler,
+                    device,
+                    amp_dtype=amp_dtype,
+                    grad_clip=cfg.optim.grad_clip,
+                    channels_last=cfg.train.channels_last,
+                    max_iters=cfg.train.max_iters_per_epoch,
+                    epoch=epoch,
+                    progress=progress and main,
+                    class_groups=groups,
+                )
+            except NonFiniteLossError as exc:
+                kept = (
+                    f"{run_dir / 'last.pt'} (epoch {epoch - 1}) is the last good state"
+                    if (run_dir / "last.pt").is_file()
+                    else "no checkpoint was written (it failed in the first epoch)"
+                )
+                raise NonFiniteLossError(f"{exc}; stopped, {kept}") from None
             if world_size > 1:  # BN running statistics drift per rank after the last forward
                 for buffer in core.buffers():
                     torch.distributed.broadcast(buffer, 0)
             record = {"epoch": epoch, **stats}
+            rare = stats.get("center_angle_rare")
+            if core.head.uses_centers and rare is not None and rare > CENTER_ANGLE_WARN and main:
+                log.warning(
+                    "epoch %d: rare classes' IR centers are %.1f° from their features (> %.0f°): "
+                    "the centers lag; this run is not testing IR-Softmax (see head.center_update)",
+                    epoch,
+                    rare,
+                    CENTER_ANGLE_WARN,
+                )
             last = epoch == cfg.train.epochs
             if main and (last or (cfg.eval.every and epoch % cfg.eval.every == 0)):
                 result = evaluate(
                     core.model,
                     dataset.query,
                     dataset.gallery,
-                    image_size=size,
+                    image_size=tuple(cfg.data.image_size),
                     device=device,
                     metric=cfg.eval.metric,
                     ap=cfg.eval.ap,
@@ -387,18 +394,19 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
                     save(epoch, "best.pt")
                 save(epoch, "last.pt")
                 log.info(
-                    "epoch %d: loss %.4f acc %.3f %.0f img/s",
+                    "epoch %d: loss %.4f acc %.3f %.0f img/s%s",
                     epoch,
                     stats["loss"],
                     stats["acc"],
                     stats["images_per_s"],
+                    f" center angles (rare/mid/frequent) {stats.get('center_angle_rare', float('nan')):.1f}°/"
+                    f"{stats.get('center_angle_mid', float('nan')):.1f}°/"
+                    f"{stats.get('center_angle_frequent', float('nan')):.1f}°",
                 )
     finally:
         if writer is not None:
             writer.close()
         cleanup()
     if main:
-        from .report import write_report
-
         write_report(history, run_dir)
     return history[-1] if history else {}

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..data.records import NO_CAMERA
+from ..errors import ReidError
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ def _evaluate(
     valid = first_hit > 0
     num_valid = int(valid.sum())
     if num_valid == 0:
-        raise ValueError(
+        raise ReidError(
             "no valid query: no query has a positive in the gallery (check pids and camids)"
         )
     hits = first_hit[valid]
@@ -342,6 +343,19 @@ def _check_labels(num_query, num_gallery, query_pids, gallery_pids, query_camids
     if (query_pids == -1).any():
         raise ValueError("query_pids contain junk pid -1; drop junk queries before evaluation")
     return _Protocol(query_pids, gallery_pids, query_camids, gallery_camids)
+
+
+def count_valid_queries(q_pids, q_camids, g_pids, g_camids) -> int:
+    """Queries with at least one positive under the protocol (same id, another camera or no
+    camera information; junk pid −1 never counts). Used to refuse an evaluation set up front."""
+    q_pids, q_camids = np.asarray(q_pids), np.asarray(q_camids)
+    g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
+    valid = 0
+    for pid in np.unique(q_pids[q_pids >= 0]):
+        cams = g_camids[g_pids == pid]
+        for camid in q_camids[q_pids == pid]:
+            valid += int(((cams != camid) | (cams == NO_CAMERA) | (camid == NO_CAMERA)).any())
+    return valid
 
 
 def _run(

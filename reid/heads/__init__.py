@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .arcface import ArcFaceHead
-from .base import CENTER_UPDATES, WEIGHT_MODES, ClassifierHead
+from .base import WEIGHT_MODES, ClassifierHead
+from .centers import CENTER_UPDATES, ClassCenters
 from .circle import CircleHead
 from .cosface import CosFaceHead
 from .normface import NormFaceHead
@@ -31,6 +32,22 @@ def build_head(
     return HEADS[name](in_features, num_classes, weights=weights, **options)
 
 
-__all__ = ["HEADS", "build_head", "ClassifierHead", "WEIGHT_MODES", "CENTER_UPDATES"] + [
-    c.__name__ for c in HEADS.values()
-]
+def head_options(name: str) -> dict:
+    """The options the head ``name`` declares, with their defaults."""
+    return dict(HEADS[name].OPTIONS)
+
+
+#: every head option of any head (config keys under ``head.``)
+ALL_HEAD_OPTIONS = sorted({key for head in HEADS.values() for key in head.OPTIONS})
+
+
+__all__ = [
+    "HEADS",
+    "build_head",
+    "head_options",
+    "ALL_HEAD_OPTIONS",
+    "ClassifierHead",
+    "ClassCenters",
+    "WEIGHT_MODES",
+    "CENTER_UPDATES",
+] + [c.__name__ for c in HEADS.values()]

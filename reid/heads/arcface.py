@@ -10,6 +10,8 @@ from .base import ClassifierHead, angle_margin_target
 
 
 class ArcFaceHead(ClassifierHead):
+    OPTIONS = {"scale": 64.0, "margin": 0.5}
+
     def __init__(
         self, in_features, num_classes, scale: float = 64.0, margin: float = 0.5, **kwargs
     ):

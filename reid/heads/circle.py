@@ -11,6 +11,8 @@ from .base import ClassifierHead
 
 
 class CircleHead(ClassifierHead):
+    OPTIONS = {"scale": 64.0, "margin": 0.35}
+
     def __init__(
         self, in_features, num_classes, scale: float = 64.0, margin: float = 0.35, **kwargs
     ):

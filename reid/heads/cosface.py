@@ -9,6 +9,8 @@ from .base import ClassifierHead
 
 
 class CosFaceHead(ClassifierHead):
+    OPTIONS = {"scale": 30.0, "margin": 0.35}
+
     def __init__(
         self, in_features, num_classes, scale: float = 30.0, margin: float = 0.35, **kwargs
     ):

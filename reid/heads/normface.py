@@ -4,6 +4,8 @@ from .base import ClassifierHead
 
 
 class NormFaceHead(ClassifierHead):
+    OPTIONS = {"scale": 16.0}
+
     def __init__(self, in_features, num_classes, scale: float = 16.0, **kwargs):
         super().__init__(in_features, num_classes, **kwargs)
         self.scale = scale

@@ -3,7 +3,7 @@
 Target logit ``‖x‖·(β·cos θ_y + ψ(θ_y)) / (1 + β)`` with ``ψ(θ) = (−1)^k cos(mθ) − 2k`` for
 ``θ ∈ [kπ/m, (k+1)π/m]``; other logits ``‖x‖·cos θ_j``. β is annealed as in the SphereFace code:
 ``β = max(beta_min, beta_base·(1 + gamma·it)^(−power))`` (base 1000, gamma 0.12, power 1, min 5),
-``it`` advanced by ``step()`` once per iteration; ``beta_fixed`` (the IR authors' code: 10)
+``it`` advanced once per training step (``on_train_step``); ``beta_fixed`` (the IR authors' code: 10)
 switches annealing off. Default m = 4.
 """
 
@@ -21,6 +21,8 @@ def psi(theta: torch.Tensor, margin: int) -> torch.Tensor:
 
 
 class SphereFaceHead(ClassifierHead):
+    OPTIONS = {"margin": 4, "beta_fixed": None}
+
     def __init__(
         self,
         in_features,
@@ -52,6 +54,10 @@ class SphereFaceHead(ClassifierHead):
 
     def step(self) -> None:
         self.iteration += 1
+
+    def on_train_step(self, features, labels) -> None:
+        super().on_train_step(features, labels)
+        self.step()
 
     def logits(self, features, cos, labels, weight):
         norm = features.norm(dim=1, keepdim=True)

@@ -1,7 +1,7 @@
 """Virtual Softmax (Chen et al., NeurIPS 2018): softmax logits plus one virtual class.
 
 Training logits (B, C+1): ``w_jᵀx`` for the C classes and ``‖w_y‖·‖x‖`` per sample (never a batch
-norm) as column C, optionally clamped from above (``clamp``; public code uses 15). No bias, no
+norm) as column C, optionally clamped from above (``virtual_clamp``; public code uses 15). No bias, no
 hyper-parameter; in evaluation and for accuracy only the first C columns are used.
 """
 
@@ -11,9 +11,11 @@ from .base import ClassifierHead
 
 
 class VirtualSoftmaxHead(ClassifierHead):
-    def __init__(self, in_features, num_classes, clamp: float | None = None, **kwargs):
+    OPTIONS = {"virtual_clamp": None}
+
+    def __init__(self, in_features, num_classes, virtual_clamp: float | None = None, **kwargs):
         super().__init__(in_features, num_classes, **kwargs)
-        self.clamp = clamp
+        self.clamp = virtual_clamp
 
     def logits(self, features, cos, labels, weight):
         logits = features @ weight.T

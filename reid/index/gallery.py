@@ -22,20 +22,22 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pandas as pd
 
+from ..errors import ReidError
 from ..evaluation.postprocess import l2_normalize
+from ..outputs import check_replaceable
 
 FORMAT_VERSION = 1
 FILES = ("index.faiss", "metadata.parquet")
+INDEX_FILES = {*FILES, "features.npy", "manifest.json"}
 
 
-class IndexError_(ValueError):
+class IndexFormatError(ReidError):
     """A missing, corrupt or mismatched index directory; the message names the file."""
 
 
@@ -63,7 +65,7 @@ def _versions() -> dict:
 def _normalize(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or not np.isfinite(x).all():
-        raise IndexError_(f"features must be a finite 2-D array, got shape {x.shape}")
+        raise IndexFormatError(f"features must be a finite 2-D array, got shape {x.shape}")
     return l2_normalize(x)
 
 
@@ -75,7 +77,7 @@ def build_faiss_index(
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
-        raise IndexError_(
+        raise IndexFormatError(
             f"bad FAISS factory string {factory!r}: {str(exc).splitlines()[-1]}"
         ) from None
     if use_gpu is None:
@@ -89,12 +91,34 @@ def build_faiss_index(
     return faiss.index_gpu_to_cpu(work) if work is not index else index
 
 
-@dataclass
-class SearchHit:
-    query: int
-    rank: int
-    score: float
-    row: int
+def is_index_dir(directory: Path) -> bool:
+    """True when ``directory`` holds an index manifest of this format (proof that we wrote it)."""
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(manifest, dict) and "format_version" in manifest and "files" in manifest
+
+
+def check_index_target(directory: str | Path) -> None:
+    """Refuse to replace a folder that is not an index (a run folder, a photo folder, ...)."""
+    check_replaceable(
+        directory,
+        "index",
+        "choose a new or empty --out folder, or an existing index folder to replace",
+        proof=is_index_dir,
+    )
+
+
+def clean_stale_temporaries(parent: Path) -> None:
+    """Remove what a killed export left in ``parent``: ``.NAME.tmp-*`` / ``.NAME.old-*`` folders
+    holding nothing but index files."""
+    for path in parent.glob(".*"):
+        if not path.is_dir() or not (".tmp-" in path.name or ".old-" in path.name):
+            continue
+        names = {p.name for p in path.iterdir()}
+        if names <= INDEX_FILES and not any(p.is_dir() for p in path.iterdir()):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class GalleryIndex:
@@ -129,7 +153,7 @@ class GalleryIndex:
         features = _normalize(features)
         n = len(features)
         if n == 0:
-            raise IndexError_("the gallery is empty: nothing to index")
+            raise IndexFormatError("the gallery is empty: nothing to index")
         metadata = pd.DataFrame(
             {
                 "row": np.arange(n, dtype=np.int64),
@@ -147,14 +171,21 @@ class GalleryIndex:
             "factory": factory,
             "preprocessing": preprocessing or {},
             "model_hash": model_hash,
+            # search opens hits by these paths: absolute ones work from any working directory
+            "paths": "absolute"
+            if all(os.path.isabs(p) for p in metadata["path"])
+            else "relative to the export's working directory",
             "versions": _versions(),
             "count": n,
         }
         return cls(index, metadata, manifest, features if keep_features else None)
 
     def save(self, directory: str | Path) -> None:
+        """Write atomically; an existing ``directory`` is replaced only if it is an index."""
         directory = Path(directory)
+        check_index_target(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temporaries(directory.parent)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
         try:
             faiss.write_index(self.index, str(tmp / "index.faiss"))
@@ -189,38 +220,38 @@ class GalleryIndex:
     def load(cls, directory: str | Path, verify: bool = True) -> GalleryIndex:
         directory = Path(directory)
         if not directory.is_dir():
-            raise IndexError_(f"{directory}: index directory not found")
+            raise IndexFormatError(f"{directory}: index directory not found")
         manifest_path = directory / "manifest.json"
         if not manifest_path.is_file():
-            raise IndexError_(
+            raise IndexFormatError(
                 f"{manifest_path}: missing (not an index directory, or an interrupted export)"
             )
         try:
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as exc:
-            raise IndexError_(f"{manifest_path}: not valid JSON ({exc})") from None
+            raise IndexFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexError_(
+            raise IndexFormatError(
                 f"{manifest_path}: format version {manifest.get('format_version')!r}, "
                 f"this reid reads version {FORMAT_VERSION}"
             )
         for name, expected in manifest.get("files", {}).items():
             path = directory / name
             if not path.is_file():
-                raise IndexError_(f"{path}: missing")
+                raise IndexFormatError(f"{path}: missing")
             if verify and sha256(path) != expected:
-                raise IndexError_(f"{path}: checksum mismatch (file changed or corrupt)")
+                raise IndexFormatError(f"{path}: checksum mismatch (file changed or corrupt)")
         try:
             index = faiss.read_index(str(directory / "index.faiss"))
             metadata = pd.read_parquet(directory / "metadata.parquet")
         except Exception as exc:
-            raise IndexError_(f"{directory}: cannot read index files ({exc})") from None
+            raise IndexFormatError(f"{directory}: cannot read index files ({exc})") from None
         if (
             index.d != manifest["dim"]
             or index.ntotal != len(metadata)
             or index.ntotal != manifest["count"]
         ):
-            raise IndexError_(
+            raise IndexFormatError(
                 f"{directory}: index ({index.d}-d, {index.ntotal} vectors), metadata ({len(metadata)} rows) "
                 f"and manifest ({manifest['dim']}-d, {manifest['count']}) disagree"
             )
@@ -234,11 +265,11 @@ class GalleryIndex:
         self, dim: int, metric: str = "cosine", model_hash: str | None = None
     ) -> None:
         if dim != self.manifest["dim"]:
-            raise IndexError_(
+            raise IndexFormatError(
                 f"embedding dimension {dim} does not match the index ({self.manifest['dim']})"
             )
         if metric != self.manifest["metric"]:
-            raise IndexError_(
+            raise IndexFormatError(
                 f"metric {metric!r} does not match the index ({self.manifest['metric']!r})"
             )
         if (
@@ -246,7 +277,7 @@ class GalleryIndex:
             and self.manifest.get("model_hash")
             and model_hash != self.manifest["model_hash"]
         ):
-            raise IndexError_(
+            raise IndexFormatError(
                 f"model hash {model_hash[:12]}… differs from the index's {self.manifest['model_hash'][:12]}…: "
                 "embeddings of different models are not comparable"
             )
@@ -316,7 +347,7 @@ class GalleryIndex:
     def recall_at(self, queries: np.ndarray, ks=(1, 10)) -> dict:
         """Recall@k of this index against exact search over the stored vectors (needs features)."""
         if self.features is None:
-            raise IndexError_("recall needs the exact vectors: export with --keep-features")
+            raise IndexFormatError("recall needs the exact vectors: export with --keep-features")
         queries = _normalize(queries)
         exact = faiss.IndexFlatIP(self.features.shape[1])
         exact.add(self.features)

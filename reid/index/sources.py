@@ -53,8 +53,8 @@ class Embedder:
                         return module(x).numpy()
 
             return cls(run, meta["image_size"], meta.get("source_hash", ""), batch_size)
-        from ..engine.build import load_model
         from ..models import FeatureExtractor
+        from ..models.checkpoint import load_model
 
         model, cfg = load_model(path)
         extractor = FeatureExtractor(model, tuple(cfg.data.image_size), device, batch_size)

@@ -1,8 +1,14 @@
-"""Backbones returning a feature map: torchvision ResNets, and torchreid's zoo as ``torchreid:NAME``.
+"""Backbones returning a feature map: torchvision families, and torchreid's zoo as ``torchreid:NAME``.
+
+torchvision families: ResNets (18…152, ResNeXt-50, Wide ResNet-50) use their ``conv1…layer4``
+trunk; MobileNetV2/V3 and EfficientNets use their ``features`` trunk (MobileNetV2: 1,280-d at
+stride 32). ``last_stride=1`` removes the last stride-2 step (BoT): in a ResNet's ``layer4``, in a
+``features`` trunk the last stride-2 convolution (a depthwise one, in a block without residual).
 
 Pretrained weights: ``pretrained="imagenet"`` uses torchvision's weights API (downloads into the
 torch hub cache when online; offline it fails with the file name and folder to place it in), or a
-path to a local state dict in torchvision's format (``fc.*`` keys are ignored).
+path to a local state dict with torchvision's key names; the classifier (``fc.*``,
+``classifier.*``) is ignored, every trunk tensor must be present and fit.
 """
 
 from __future__ import annotations
@@ -14,25 +20,37 @@ import torch
 import torchvision
 from torch import nn
 
+from ..errors import ReidError
+
 log = logging.getLogger(__name__)
 
-TORCHVISION = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d")
+RESNETS = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+)
+FEATURE_TRUNKS = (
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "efficientnet_b1",
+)
+TORCHVISION = RESNETS + FEATURE_TRUNKS
+CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(ReidError):
     """Pretrained weights could not be loaded; the message says where to put the file."""
 
 
-class TorchvisionResNet(nn.Module):
-    def __init__(self, name: str, last_stride: int = 1):
-        super().__init__()
-        net = getattr(torchvision.models, name)(weights=None)
-        if last_stride == 1:  # BoT: last stage keeps resolution (16×8 map at 256×128)
-            block = net.layer4[0]
-            # Bottleneck (v1.5) strides in conv2, BasicBlock in conv1
-            (block.conv2 if hasattr(block, "conv3") else block.conv1).stride = (1, 1)
-            block.downsample[0].stride = (1, 1)
-        self.body = nn.Sequential(
+def _trunk(net: nn.Module, name: str) -> nn.Module:
+    if name in RESNETS:
+        return nn.Sequential(
             net.conv1,
             net.bn1,
             net.relu,
@@ -42,40 +60,54 @@ class TorchvisionResNet(nn.Module):
             net.layer3,
             net.layer4,
         )
-        self.out_channels = net.fc.in_features
+    return net.features
+
+
+def _remove_last_stride(trunk: nn.Module, name: str) -> None:
+    if name in RESNETS:
+        block = trunk[7][0]  # layer4's first block
+        # Bottleneck (v1.5) strides in conv2, BasicBlock in conv1
+        (block.conv2 if hasattr(block, "conv3") else block.conv1).stride = (1, 1)
+        block.downsample[0].stride = (1, 1)
+        return
+    strided = [m for m in trunk.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    strided[-1].stride = (1, 1)
+
+
+class TorchvisionBackbone(nn.Module):
+    """The convolutional trunk of a torchvision classification model (``body``)."""
+
+    def __init__(self, name: str, last_stride: int = 1):
+        super().__init__()
+        if last_stride not in (1, 2):
+            raise ReidError(f"model.last_stride={last_stride}: valid: 1 or 2")
         self.name = name
+        self.body = _trunk(getattr(torchvision.models, name)(weights=None), name)
+        if last_stride == 1:
+            _remove_last_stride(self.body, name)
+        with torch.no_grad():
+            self.out_channels = self.body.eval()(torch.zeros(1, 3, 64, 32)).shape[1]
+        self.body.train()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
     def load_torchvision_state(self, state: dict, source: str) -> None:
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        mapping = {
-            "conv1": "0",
-            "bn1": "1",
-            "layer1": "4",
-            "layer2": "5",
-            "layer3": "6",
-            "layer4": "7",
-        }
-        renamed = {}
-        for key, value in state.items():
-            head, _, rest = key.partition(".")
-            if head not in mapping:
-                raise PretrainedWeightsError(
-                    f"{source}: unexpected key {key!r}; not a torchvision {self.name} state dict"
-                )
-            renamed[f"{mapping[head]}.{rest}"] = value
+        """Load a torchvision state dict of the whole classification model (classifier ignored)."""
+        state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
+        net = getattr(torchvision.models, self.name)(weights=None)
         try:
-            missing, unexpected = self.body.load_state_dict(renamed, strict=False)
+            missing, unexpected = net.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # shape mismatches raise even when strict=False
             raise PretrainedWeightsError(
-                f"{source}: does not fit torchvision {self.name}: {exc}"
+                f"{source}: does not fit torchvision {self.name}: {str(exc).splitlines()[0]} …"
             ) from None
+        missing = [k for k in missing if not k.startswith(CLASSIFIER_PREFIXES)]
         if missing or unexpected:
             raise PretrainedWeightsError(
                 f"{source}: does not fit torchvision {self.name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
+        self.body.load_state_dict(_trunk(net, self.name).state_dict())
 
 
 class TorchreidBackbone(nn.Module):
@@ -109,7 +141,7 @@ class TorchreidBackbone(nn.Module):
 def load_pretrained(backbone: nn.Module, pretrained: str | None) -> None:
     if not pretrained:
         return
-    if not isinstance(backbone, TorchvisionResNet):
+    if not isinstance(backbone, TorchvisionBackbone):
         raise PretrainedWeightsError(
             "pretrained weights are supported for torchvision backbones only"
         )
@@ -143,7 +175,7 @@ def build_backbone(name: str, last_stride: int = 1, pretrained: str | None = Non
     if name.startswith("torchreid:"):
         backbone = TorchreidBackbone(name.split(":", 1)[1])
     elif name in TORCHVISION:
-        backbone = TorchvisionResNet(name, last_stride)
+        backbone = TorchvisionBackbone(name, last_stride)
     else:
         raise KeyError(
             f"unknown backbone {name!r}; valid: {', '.join(TORCHVISION)}, or torchreid:NAME"

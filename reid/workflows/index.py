@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from ..data import arrays
 from ..evaluation.plots import ranked_list_image, save_ranked_lists
-from .gallery import GalleryIndex
-from .sources import Embedder, gallery_records, image_folder_records
+from ..index.gallery import GalleryIndex, IndexFormatError, check_index_target
+from ..index.sources import Embedder, gallery_records, image_folder_records
+from ..outputs import check_no_overlap
 
 
 def export_index(
@@ -24,13 +27,29 @@ def export_index(
     batch_size: int = 64,
     report_recall: bool = False,
 ) -> dict:
-    embedder = Embedder.open(model, device, batch_size)
-    records = gallery_records(gallery)
-    pids, camids = arrays(records)
-    features = embedder([r.path for r in records], progress=True)
-    paths = [r.path for r in records]
+    # every check before the embedding pass: the output, the inputs, the model
+    check_no_overlap(out, [gallery])
     if append:
         index = GalleryIndex.load(out)
+    else:
+        check_index_target(out)
+    embedder = Embedder.open(model, device, batch_size)
+    # absolute paths: search results open the images from any working directory
+    records = [replace(r, path=os.path.abspath(r.path)) for r in gallery_records(gallery)]
+    skipped = 0
+    if append:
+        known = set(index.metadata["path"].map(os.path.abspath))
+        kept = [r for r in records if r.path not in known]
+        skipped = len(records) - len(kept)
+        if not kept:
+            raise IndexFormatError(
+                f"{gallery}: all {len(records)} images are already in the index {out}; nothing to append"
+            )
+        records = kept
+    pids, camids = arrays(records)
+    paths = [r.path for r in records]
+    features = embedder(paths, progress=True)
+    if append:
         index.append(features, paths, pids, camids, model_hash=embedder.model_hash)
     else:
         index = GalleryIndex.build(
@@ -49,7 +68,12 @@ def export_index(
         )
         index.manifest["recall"] = index.recall_at(features[sample])
     index.save(out)
-    return {"count": int(index.index.ntotal), "added": len(records), "manifest": index.manifest}
+    return {
+        "count": int(index.index.ntotal),
+        "added": len(records),
+        "skipped": skipped,
+        "manifest": index.manifest,
+    }
 
 
 def search(

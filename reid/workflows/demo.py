@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .config import load_config
-from .data.synthetic import SyntheticSpec, contact_sheet, generate
+from ..data.synthetic import SyntheticSpec, contact_sheet, generate
+from .evaluate import run_evaluation
+from .index import export_index, search
+from .train import train
 
 
 def run_demo(
@@ -14,19 +16,19 @@ def run_demo(
     run: str,
     config: str = "configs/synthetic/demo.yaml",
     overrides: list[str] | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    from .engine.trainer import fit
-    from .evaluation.run import run_evaluation
-    from .index.export import export_index, search
-
+    """``overwrite``: replace the run (and its index) that ``run`` holds from an earlier demo."""
     timings, start = {}, time.perf_counter()
     data_path, run_path = Path(data), Path(run)
     if not (data_path / "bounding_box_train").is_dir():
         generate(data_path, SyntheticSpec())
         contact_sheet(data_path, data_path / "contact_sheet.png")
     timings["data_s"] = time.perf_counter() - start
-    cfg = load_config(config, [f"data.root={data}", f"output.dir={run}", *(overrides or [])])
-    fit(cfg, run_path, progress=True)
+    run_path, _ = train(
+        config, [f"data.root={data}", *(overrides or [])], run, overwrite, progress=True
+    )
+    run = str(run_path)
     timings["train_s"] = time.perf_counter() - start - timings["data_s"]
     t = time.perf_counter()
     evaluation = run_evaluation(

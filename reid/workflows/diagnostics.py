@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 
-from .data import arrays, load_dataset
+from ..data import arrays, load_dataset
+from ..engine.build import build_training_module
+from ..engine.checkpoint import load_checkpoint
+from ..models import FeatureExtractor
 
 
 def weight_center_angles(
     checkpoint: str, data: str | None = None, device: str | None = None, workers: int = 2
 ) -> pd.DataFrame:
-    from omegaconf import OmegaConf
-
-    from .engine.build import TrainingModule
-    from .engine.checkpoint import load_checkpoint
-    from .models import FeatureExtractor
-
     state = load_checkpoint(checkpoint)
     cfg = OmegaConf.create(state["config"])
     cfg.model.pretrained = None
-    module = TrainingModule(cfg, state["num_classes"])
+    module = build_training_module(cfg, state["num_classes"])
     module.load_state_dict(state["module"])
     records = load_dataset(data or cfg.data.root).train
     pids, _ = arrays(records)

@@ -9,17 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from ..data import arrays, load_dataset
-from .features_io import FeatureSet, load_features, save_features
-from .pipeline import evaluate_features, top_k
-from .plots import plot_cmc, ranked_list_image, save_ranked_lists
+from ..evaluation.features_io import FeatureSet, load_features, save_features
+from ..evaluation.pipeline import evaluate_features, top_k
+from ..evaluation.plots import plot_cmc, ranked_list_image, save_ranked_lists
+from ..models import FeatureExtractor
+from ..models.checkpoint import load_model
 
 
 def features_from_checkpoint(
     checkpoint: str, data: str | None, device: str | None, flip: bool, batch_size: int, workers: int
 ) -> tuple[FeatureSet, FeatureSet, tuple]:
-    from ..engine.build import load_model
-    from ..models import FeatureExtractor
-
     model, cfg = load_model(checkpoint)
     dataset = load_dataset(data or cfg.data.root)
     size = tuple(cfg.data.image_size)

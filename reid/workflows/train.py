@@ -1,0 +1,126 @@
+"""What ``tools/train.py`` does: choose the run folder safely, then train or resume.
+
+Run folders are never replaced silently:
+
+* ``--output DIR`` that holds a run (``last.pt``, ``best.pt``, ``metrics.jsonl``, ``config.yaml``)
+  is refused unless ``overwrite=True``, which removes that run's files first; a folder holding
+  anything else is always refused;
+* without ``--output`` the config's ``output.dir`` is used, and if it already holds a run the next
+  free name ``DIR-2``, ``DIR-3``, … is taken and said.
+
+Resume (``--resume RUN``) continues from ``RUN/last.pt`` with the run's own config. Only
+``RESUMABLE`` keys may be overridden: ``train.epochs`` (to extend a run, never to shorten it below
+the epochs done; the LR schedule is stretched to the new length), and bookkeeping that does not
+change what is learned. Any other override is refused by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from ..config import ConfigError, config_from_dict, load_config
+from ..engine.checkpoint import load_checkpoint
+from ..engine.trainer import RUN_FILES, fit
+from ..errors import OutputError
+from ..outputs import MARKER, marker_kind
+
+log = logging.getLogger(__name__)
+
+RESUMABLE = ("train.epochs", "eval.every", "data.workers", "output.tensorboard")
+
+
+def holds_run(folder: Path) -> bool:
+    return marker_kind(folder) == "run" or any((folder / name).exists() for name in RUN_FILES)
+
+
+def choose_run_dir(cfg, output: str | None, overwrite: bool) -> Path:
+    """The folder this run writes: see the module docstring."""
+    explicit = output is not None
+    run_dir = Path(output if explicit else cfg.output.dir)
+    if not explicit and run_dir.is_dir() and holds_run(run_dir) and not overwrite:
+        n = 2
+        while Path(f"{run_dir}-{n}").exists():
+            n += 1
+        fresh = Path(f"{run_dir}-{n}")
+        log.info("%s holds a run; this one goes to %s", run_dir, fresh)
+        print(f"{run_dir} holds an earlier run: writing this one to {fresh}")
+        return fresh
+    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+        return run_dir
+    if not run_dir.is_dir():
+        raise OutputError(f"--output {run_dir}: exists and is not a folder")
+    if not holds_run(run_dir):
+        names = sorted(p.name for p in run_dir.iterdir())[:4]
+        raise OutputError(
+            f"--output {run_dir}: not a run folder (holds {', '.join(names)}…); choose a new or empty folder"
+        )
+    if not overwrite:
+        raise OutputError(
+            f"--output {run_dir}: holds a finished or running training run; pass --overwrite to "
+            f"replace it, --resume {run_dir} to continue it, or choose another folder"
+        )
+    return run_dir
+
+
+def remove_run(run_dir: Path) -> None:
+    """Remove the files of a run (and only those) before ``--overwrite`` trains into it."""
+    for name in (*RUN_FILES, MARKER):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+
+
+def resume_config(run_dir: Path, overrides: list[str]):
+    """The run's own config with the allowed overrides applied; refuses the others by name."""
+    checkpoint = load_checkpoint(run_dir / "last.pt")
+    data = checkpoint["config"]
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if key not in RESUMABLE:
+            raise ConfigError(
+                f"--resume {run_dir}: {key} cannot change on resume (it changes what the run "
+                f"learns); may change: {', '.join(RESUMABLE)}. Start a new run instead"
+            )
+    cfg = config_from_dict(
+        OmegaConf.to_container(OmegaConf.merge(data, OmegaConf.from_dotlist(overrides))),
+        f"--resume {run_dir}",
+    )
+    done = checkpoint["epoch"]
+    if cfg.train.epochs < done:
+        raise ConfigError(
+            f"--resume {run_dir}: train.epochs={cfg.train.epochs} is below the {done} epochs already done"
+        )
+    if cfg.train.epochs == done:
+        raise ConfigError(
+            f"--resume {run_dir}: the run already finished its {done} epochs; "
+            f"extend it with train.epochs=N (N > {done})"
+        )
+    return cfg
+
+
+def train(
+    config: str | None,
+    overrides: list[str],
+    output: str | None = None,
+    overwrite: bool = False,
+    resume: str | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict]:
+    """Train a new run, or resume one; returns the run folder and the final metrics."""
+    if resume:
+        if config is not None or output is not None or overwrite:
+            raise ConfigError(
+                f"--resume {resume}: the run continues with its own config and folder; "
+                "--config, --output and --overwrite cannot be combined with it"
+            )
+        run_dir = Path(resume)
+        cfg = resume_config(run_dir, overrides)
+        return run_dir, fit(cfg, run_dir, resume=True, progress=progress)
+    cfg = load_config(config, overrides)
+    run_dir = choose_run_dir(cfg, output, overwrite)
+    if overwrite and run_dir.is_dir() and holds_run(run_dir):
+        remove_run(run_dir)
+    return run_dir, fit(cfg, run_dir, progress=progress)

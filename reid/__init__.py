@@ -1,26 +1,35 @@
-"""reid: person re-identification — BNNeck ResNets, the softmax-head family with IR-Softmax,
-an exact FAISS evaluator, and searchable gallery indexes."""
+"""reid: person re-identification — BNNeck backbones, the softmax-head family with IR-Softmax,
+an exact FAISS evaluator, and searchable gallery indexes.
 
-__version__ = "0.1.0"
+The public names below are imported lazily (PEP 562), so that importing one layer
+(``reid.data``, say) loads that layer only.
+"""
 
-from .config import load_config  # noqa: E402
-from .data import ImageRecord, ReIDDataset, load_dataset  # noqa: E402
-from .evaluation import RankResult, evaluate_distmat, evaluate_rank  # noqa: E402
-from .heads import build_head  # noqa: E402
-from .index import GalleryIndex  # noqa: E402
-from .models import FeatureExtractor, ReIDModel  # noqa: E402
+from importlib import import_module
+from importlib.metadata import version as _version
 
-__all__ = [
-    "__version__",
-    "load_config",
-    "load_dataset",
-    "ImageRecord",
-    "ReIDDataset",
-    "evaluate_rank",
-    "evaluate_distmat",
-    "RankResult",
-    "build_head",
-    "ReIDModel",
-    "FeatureExtractor",
-    "GalleryIndex",
-]
+__version__ = _version("reid")
+
+_PUBLIC = {
+    "load_config": "reid.config",
+    "load_dataset": "reid.data",
+    "ImageRecord": "reid.data",
+    "ReIDDataset": "reid.data",
+    "evaluate_rank": "reid.evaluation",
+    "evaluate_distmat": "reid.evaluation",
+    "RankResult": "reid.evaluation",
+    "build_head": "reid.heads",
+    "ReIDModel": "reid.models",
+    "FeatureExtractor": "reid.models",
+    "GalleryIndex": "reid.index",
+    "ReidError": "reid.errors",
+}
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'reid' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_PUBLIC]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
@@ -219,8 +220,6 @@ def validate(config: DictConfig, source: str = "config") -> None:
     if device != "auto" and not device.startswith(("cpu", "cuda")):
         bad("train.device", "valid: auto, cpu, cuda, cuda:N")
     if device.startswith("cuda"):
-        import torch
-
         if not torch.cuda.is_available():
             bad("train.device", "CUDA is not available on this machine; use cpu or auto")
 

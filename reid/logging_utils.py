@@ -12,7 +12,17 @@ import sys
 from .errors import ReidError
 
 #: OS errors a user causes and fixes (full disk, read-only or forbidden path): one line, not a bug.
-USER_OS_ERRORS = (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.ENOENT)
+USER_OS_ERRORS = (
+    errno.ENOSPC,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.EDQUOT,
+    errno.ENOENT,
+    errno.EEXIST,
+    errno.ENOTDIR,
+    errno.EISDIR,
+)
 
 
 def setup_logging(level: int = logging.INFO) -> None:

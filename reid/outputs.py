@@ -11,6 +11,7 @@ lies inside one of the tool's inputs.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -74,3 +75,14 @@ def check_no_overlap(out: str | Path, inputs: Iterable[str | Path], flag: str = 
             raise OutputError(
                 f"{flag} {out} overlaps the input {source}: write the output to a separate folder"
             )
+
+
+def check_writable_parent(out: str | Path, flag: str = "--out") -> None:
+    """Create ``out``'s parent folder if needed and make sure it can be written, before any work."""
+    parent = Path(out).absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{flag} {out}: cannot create {parent} ({exc.strerror})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {out}: {parent} is not writable")

@@ -50,3 +50,26 @@ def synthetic_root(tmp_path_factory) -> Path:
         SyntheticSpec(ids=40, images_per_id=12, longtail_ratio=4, distractors=20, junk=5, seed=3),
     )
     return root
+
+
+TINY_TRAIN = [
+    "model.backbone=resnet18",
+    "data.image_size=[64,32]",
+    "data.workers=0",
+    "sampler.batch_size=16",
+    "train.epochs=1",
+    "train.max_iters_per_epoch=2",
+    "eval.every=0",
+    "optim.warmup_epochs=0",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(synthetic_root, tmp_path_factory) -> Path:
+    """``last.pt`` of a 2-step ResNet-18 run on the synthetic set (shared by the session)."""
+    from reid.config import load_config
+    from reid.engine.trainer import fit
+
+    run = tmp_path_factory.mktemp("run")
+    fit(load_config(None, [f"data.root={synthetic_root}", *TINY_TRAIN]), run, progress=False)
+    return run / "last.pt"

@@ -269,9 +269,7 @@ def test_few_steps_reduce_the_loss(name, weights):
     head = build_head(name, dim, num_classes, weights=weights)
     if weights == "centers":
         head.centers.init_from_features(embed(x).detach(), y)
-    optimizer = torch.optim.SGD(
-        list(embed.parameters()) + list(head.parameters()), lr=0.05
-    )
+    optimizer = torch.optim.SGD(list(embed.parameters()) + list(head.parameters()), lr=0.05)
     criterion = CrossEntropyLabelSmooth(num_classes, 0.0)
 
     def loss_now():

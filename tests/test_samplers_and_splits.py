@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from reid.data import DatasetError, load_dataset
+from reid.data.market1501 import parse_folder
 from reid.data.samplers import (
     BalancedIdentitySampler,
     PKSampler,
@@ -173,9 +175,14 @@ def test_holdout_split_layout_and_rules(synthetic_root, tmp_path):
     assert len({r.pid for r in ds.query}) == 6 == stats["query"]["ids"]
     pairs = [(r.pid, r.camid) for r in ds.query]
     assert len(pairs) == len(set(pairs))  # one query per id and camera
-    gallery_pairs = {(r.pid, r.camid) for r in ds.gallery}
-    source_pairs = {(r.pid, r.camid) for r in load_dataset(out).query}
-    assert source_pairs == set(pairs) and gallery_pairs <= {(r.pid, r.camid) for r in ds.gallery}
+    # every (held-out id, camera) of the source has exactly one query; the rest is gallery
+    original = parse_folder(synthetic_root / "bounding_box_train", "train")  # original pids
+    held = {r.pid for r in ds.query}
+    source_held = [r for r in original if r.pid in held]
+    assert set(pairs) == {(r.pid, r.camid) for r in source_held}
+    assert len(ds.gallery) == len(source_held) - len(pairs)
+    held_names = {Path(r.path).name for r in source_held}
+    assert held_names.isdisjoint(Path(r.path).name for r in ds.train)
     again = make_holdout_split(synthetic_root, tmp_path / "again", holdout_ids=6, seed=1)
     assert again == {**stats, "params": again["params"]} and again["params"]["seed"] == 1
     assert sorted(p.name for p in (out / "query").iterdir()) == sorted(

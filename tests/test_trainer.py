@@ -82,7 +82,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(synthetic_root, tmp_path,
         return terms
 
     monkeypatch.setattr(build.Losses, "forward", poisoned)
-    with pytest.raises(NonFiniteLossError, match="epoch 2 step 0: loss is nan.*last.pt \\(epoch 1\\)"):
+    with pytest.raises(
+        NonFiniteLossError, match="epoch 2 step 0: loss is nan.*last.pt \\(epoch 1\\)"
+    ):
         fit(cfg, tmp_path / "run", progress=False)
     assert load_checkpoint(tmp_path / "run/last.pt")["epoch"] == 1
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from reid.data import load_dataset, verify_images
 from reid.data.stats import images_per_id, plot_images_per_id, split_stats
+from reid.errors import OutputError
 from reid.logging_utils import tool_main
 
 
@@ -15,7 +16,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("root", help="Market-format root, MSMT17 root or CSV manifest")
     parser.add_argument("--kind", default="auto")
     parser.add_argument(
-        "--plot", default=None, help="histogram PNG (default ROOT/images_per_id.png)"
+        "--plot",
+        default=None,
+        help="histogram PNG (default: NAME_images_per_id.png in the current folder, never inside the dataset)",
     )
     parser.add_argument(
         "--verify-images", action="store_true", help="decode every image; fail listing broken ones"
@@ -26,7 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.root, args.kind, all_splits=False)
     print(
-        f"{'split':<8} {'ids':>6} {'images':>8} {'cams':>5} {'min':>5} {'median':>7} {'max':>5} {'max/min':>8} {'Gini':>6}"
+        f"{'split':<8} {'ids':>6} {'images':>8} {'cams':>5} {'min':>5} {'median':>7} {'max':>5} {'max/min':>8} {'Gini':>6} {'distr/junk':>10}"
     )
     for name in ("train", "query", "gallery"):
         records = dataset.split(name)
@@ -35,17 +38,20 @@ def main(args: argparse.Namespace) -> None:
         s = split_stats(records)
         print(
             f"{name:<8} {s.ids:>6} {s.images:>8} {s.cameras:>5} {s.min_per_id:>5} {s.median_per_id:>7.1f} "
-            f"{s.max_per_id:>5} {s.imbalance_ratio:>8.2f} {s.gini:>6.3f}"
+            f"{s.max_per_id:>5} {s.imbalance_ratio:>8.2f} {s.gini:>6.3f} {s.distractors:>10}"
         )
     if args.verify_images:
         count = verify_images(dataset.train + dataset.query + dataset.gallery)
         print(f"all {count} images decode")
-    source = Path(args.root)
-    plot = args.plot or str(
-        (source.parent if source.suffix == ".csv" else source) / "images_per_id.png"
-    )
+    source = Path(args.root).resolve()
+    name = source.stem if source.suffix == ".csv" else source.name
+    plot = Path(args.plot or f"{name}_images_per_id.png")
+    if not plot.parent.is_dir():
+        raise OutputError(f"--plot {plot}: folder {plot.parent} does not exist")
     plot_images_per_id(
-        images_per_id(dataset.train), plot, f"{dataset.name}: training images per identity"
+        images_per_id(dataset.train),
+        str(plot),
+        f"{name} ({dataset.name}, {source}): training images per identity",
     )
     print(f"histogram: {plot}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .images import read_image, verify_images
@@ -12,6 +11,7 @@ from .msmt17 import load_msmt17
 from .records import NO_CAMERA, DatasetError, ImageRecord, ReIDDataset, arrays
 
 #: Environment variable pointing at a folder that holds the real ``market1501/bounding_box_train``.
+#: environment variable naming the real Market-1501 folder (tests, README commands)
 MARKET_ENV = "REID_MARKET1501_ROOT"
 
 LOADERS = {
@@ -45,14 +45,6 @@ def load_dataset(source: str | Path, kind: str = "auto", all_splits: bool = True
     return LOADERS[kind](source)
 
 
-def market1501_root() -> Path | None:
-    """The real Market-1501 folder from ``$REID_MARKET1501_ROOT`` if it holds bounding_box_train."""
-    value = os.environ.get(MARKET_ENV)
-    if value and (Path(value) / "bounding_box_train").is_dir():
-        return Path(value)
-    return None
-
-
 __all__ = [
     "NO_CAMERA",
     "DatasetError",
@@ -67,6 +59,5 @@ __all__ = [
     "load_market_format",
     "read_image",
     "verify_images",
-    "market1501_root",
     "MARKET_ENV",
 ]

@@ -34,6 +34,16 @@ def parse_name(path: Path, max_camid: int = 8) -> tuple[int, int]:
     return pid, camid
 
 
+def parse_name_or_unknown(path: Path) -> tuple[int, int] | None:
+    """``(pid, camid 0-based)`` of a Market-style name, ``None`` for any other file name (image
+    folders and galleries of unlabelled photos)."""
+    try:
+        pid, camid = parse_name(Path(path))
+    except DatasetError:
+        return None
+    return pid, camid - 1
+
+
 def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found")

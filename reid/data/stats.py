@@ -1,5 +1,8 @@
 """Dataset statistics: images per identity, imbalance ratio and Gini coefficient.
 
+Identity statistics count real identities only: distractors (pid 0) and junk (pid −1) are left
+out of them and counted apart (``distractors``).
+
 Gini of the images-per-id counts ``n_1 <= ... <= n_C`` (sorted ascending):
 ``G = (2 Σ_i i·n_i) / (C Σ_i n_i) − (C + 1)/C``; 0 for a balanced set, → 1 when one id has all.
 """
@@ -34,20 +37,23 @@ class SplitStats:
     max_per_id: int
     imbalance_ratio: float
     gini: float
+    distractors: int = 0  # images of pid 0 (distractor) or −1 (junk), outside the statistics
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def images_per_id(records: list[ImageRecord]) -> np.ndarray:
-    """Images per identity, sorted descending."""
-    return np.array(sorted(Counter(r.pid for r in records).values(), reverse=True), dtype=np.int64)
+    """Images per identity (distractors and junk excluded), sorted descending."""
+    counts = Counter(r.pid for r in records if r.pid > 0 or r.split == "train")
+    return np.array(sorted(counts.values(), reverse=True), dtype=np.int64)
 
 
 def split_stats(records: list[ImageRecord]) -> SplitStats:
     counts = images_per_id(records)
+    others = len(records) - int(counts.sum())
     if counts.size == 0:
-        return SplitStats(0, 0, 0, 0, 0.0, 0, 0.0, 0.0)
+        return SplitStats(0, 0, 0, 0, 0.0, 0, 0.0, 0.0, others)
     return SplitStats(
         ids=int(counts.size),
         images=int(counts.sum()),
@@ -57,6 +63,7 @@ def split_stats(records: list[ImageRecord]) -> SplitStats:
         max_per_id=int(counts.max()),
         imbalance_ratio=float(counts.max() / counts.min()),
         gini=gini(counts),
+        distractors=others,
     )
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..outputs import check_replaceable, write_marker
+from .market1501 import load_market_format
 from .records import DatasetError
 from .splits import longtail_caps
 
@@ -431,8 +432,6 @@ def contact_sheet(
     root: str | Path, out_path: str | Path, identities: int = 8, per_id: int = 8
 ) -> None:
     """A grid image: one row per identity (from the test folders), its images across cameras."""
-    from .market1501 import load_market_format
-
     dataset = load_market_format(root, "synthetic", splits=("query", "gallery"))
     by_pid: dict[int, list] = {}
     for record in sorted(dataset.query + dataset.gallery, key=lambda r: (r.pid, r.camid, r.path)):

@@ -27,10 +27,6 @@ def local_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

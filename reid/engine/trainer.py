@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -226,23 +227,42 @@ def check_evaluation_set(dataset, root: str) -> None:
         )
 
 
-def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train (and periodically evaluate) as configured; returns the final metrics dict.
+@dataclass
+class Training:
+    """What one training run holds while it runs (built by ``_build``, saved by ``_save``)."""
 
-    ``resume=True`` continues from ``run_dir/last.pt`` with ``cfg`` (the run's own config, where
-    ``workflows.train`` allows only a longer ``train.epochs`` and a few bookkeeping keys to change).
-    Everything that can be checked runs before the first step: the evaluation set, the sampler,
-    the model, ``init_from``.
-    """
-    run_dir = Path(run_dir)
-    checkpoint = load_checkpoint(run_dir / "last.pt") if resume else None
+    cfg: DictConfig
+    run_dir: Path
+    dataset: object
+    module: torch.nn.Module
+    losses: Losses
+    loader: object
+    sampler: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp_dtype: object
+    groups: torch.Tensor
+    rank: int = 0
+    world_size: int = 1
+    history: list = field(default_factory=list)
+    best_map: float = -1.0
+    start_epoch: int = 1
+
+    @property
+    def core(self):
+        return _unwrap(self.module)
+
+
+def _build(cfg: DictConfig, run_dir: Path, checkpoint: dict | None) -> Training:
+    """Everything before the first step, every check included (fails in seconds, not epochs)."""
     device = local_device(cfg.train.device)
     rank, world_size = init_distributed(device)
-    main = rank == 0
     seed_everything(cfg.train.seed, cfg.train.deterministic)  # same initial weights on every rank
     dataset = load_dataset(cfg.data.root, cfg.data.kind)
     check_evaluation_set(dataset, cfg.data.root)
-    if cfg.data.verify_images and main:
+    if cfg.data.verify_images and rank == 0:
         verify_images(dataset.train + dataset.query + dataset.gallery)
     pids, camids = arrays(dataset.train)
     num_classes = dataset.num_train_pids
@@ -259,32 +279,124 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
         module = module.to(memory_format=torch.channels_last)
     if cfg.model.init_from and checkpoint is None:
         init_from_checkpoint(module, cfg)
-    losses = build_losses(cfg, num_classes)
     optimizer = build_optimizer(cfg, module)
-    scheduler = build_scheduler(cfg, optimizer, iters)
     amp_dtype = _amp_dtype(cfg.train.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    history: list[dict] = []
-    best_map, start_epoch = -1.0, 1
+    run = Training(
+        cfg,
+        run_dir,
+        dataset,
+        module,
+        build_losses(cfg, num_classes),
+        loader,
+        sampler,
+        optimizer,
+        build_scheduler(cfg, optimizer, iters),
+        torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        device,
+        amp_dtype,
+        frequency_groups(dataset.train, num_classes),
+        rank,
+        world_size,
+    )
     if checkpoint is not None:
-        module.load_state_dict(checkpoint["module"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        history, best_map = checkpoint["history"], checkpoint["best_map"]
-        start_epoch = checkpoint["epoch"] + 1
-        set_rng_state(checkpoint["rng"])
-        log.info("resumed %s at epoch %d", run_dir, start_epoch)
+        _restore(run, checkpoint)
     elif module.head.uses_centers and cfg.head.center_init == "features":
         init_head_centers(module, dataset.train, cfg, device)
-    groups = frequency_groups(dataset.train, num_classes)
     if world_size > 1:
         torch.manual_seed(cfg.train.seed + rank)  # different augmentations per rank
-        module = torch.nn.parallel.DistributedDataParallel(
+        run.module = torch.nn.parallel.DistributedDataParallel(
             module,
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,
         )
+    return run
+
+
+def _restore(run: Training, checkpoint: dict) -> None:
+    run.module.load_state_dict(checkpoint["module"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scheduler.load_state_dict(checkpoint["scheduler"])
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    run.history, run.best_map = checkpoint["history"], checkpoint["best_map"]
+    run.start_epoch = checkpoint["epoch"] + 1
+    set_rng_state(checkpoint["rng"])
+    log.info("resumed %s at epoch %d", run.run_dir, run.start_epoch)
+
+
+def _save(run: Training, epoch: int, name: str) -> None:
+    atomic_save(
+        {
+            "module": run.core.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "epoch": epoch,
+            "sampler": run.sampler.state_dict() if run.sampler is not None else None,
+            "rng": rng_state(),
+            "config": to_dict(run.cfg),
+            "history": run.history,
+            "best_map": run.best_map,
+            "num_classes": run.core.head.num_classes,
+        },
+        run.run_dir / name,
+    )
+
+
+def _evaluate_now(run: Training) -> dict:
+    cfg = run.cfg
+    result = evaluate(
+        run.core.model,
+        run.dataset.query,
+        run.dataset.gallery,
+        image_size=tuple(cfg.data.image_size),
+        device=run.device,
+        metric=cfg.eval.metric,
+        ap=cfg.eval.ap,
+        flip=cfg.eval.flip,
+        batch_size=cfg.eval.batch_size,
+        workers=cfg.data.workers,
+        rerank=cfg.eval.rerank,
+    ).as_dict()
+    log.info(
+        "R1 %.2f%% mAP %.2f%% mINP %.2f%%",
+        100 * result["rank1"],
+        100 * result["mAP"],
+        100 * result["mINP"],
+    )
+    return {k: result[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP")}
+
+
+def _log_epoch(epoch: int, stats: dict, uses_centers: bool, last: bool) -> None:
+    angles = [stats.get(f"center_angle_{t}", float("nan")) for t in ("rare", "mid", "frequent")]
+    log.info(
+        "epoch %d: loss %.4f acc %.3f %.0f img/s; weight-feature angles (rare/mid/frequent) %s",
+        epoch,
+        stats["loss"],
+        stats["acc"],
+        stats["images_per_s"],
+        "/".join(f"{a:.1f}°" for a in angles),
+    )
+    if uses_centers and last and angles[0] > CENTER_ANGLE_WARN:
+        log.warning(
+            "rare classes' IR centers ended %.1f° from their batch features (> %.0f°): the "
+            "centers lag the features, so this run says little about IR-Softmax "
+            "(see head.center_update, head.center_refresh)",
+            angles[0],
+            CENTER_ANGLE_WARN,
+        )
+
+
+def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train (and periodically evaluate) as configured; returns the final metrics dict.
+
+    ``resume=True`` continues from ``run_dir/last.pt`` with ``cfg`` (the run's own config, where
+    ``workflows.train`` allows only a longer ``train.epochs`` and a few bookkeeping keys to change).
+    Everything that can be checked runs before the first step: the evaluation set, the sampler,
+    the model, ``init_from``.
+    """
+    run_dir = Path(run_dir)
+    run = _build(cfg, run_dir, load_checkpoint(run_dir / "last.pt") if resume else None)
+    main, core = run.rank == 0, run.core
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -294,49 +406,29 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
         from torch.utils.tensorboard import SummaryWriter  # optional, heavy: only when asked
 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
-    core = _unwrap(module)
-
-    def save(epoch: int, name: str) -> None:
-        atomic_save(
-            {
-                "module": core.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "sampler": sampler.state_dict() if sampler is not None else None,
-                "rng": rng_state(),
-                "config": to_dict(cfg),
-                "history": history,
-                "best_map": best_map,
-                "num_classes": num_classes,
-            },
-            run_dir / name,
-        )
-
     try:
-        for epoch in range(start_epoch, cfg.train.epochs + 1):
-            if sampler is not None:
-                sampler.set_epoch(epoch)
+        for epoch in range(run.start_epoch, cfg.train.epochs + 1):
+            if run.sampler is not None:
+                run.sampler.set_epoch(epoch)
             refresh = cfg.head.center_refresh
             if core.head.uses_centers and refresh and epoch > 1 and (epoch - 1) % refresh == 0:
-                init_head_centers(core, dataset.train, cfg, device)
+                init_head_centers(core, run.dataset.train, cfg, run.device)
             try:
                 stats = train_one_epoch(
-                    module,
-                    losses,
-                    loader,
-                    optimizer,
-                    scheduler,
-                    scaler,
-                    device,
-                    amp_dtype=amp_dtype,
+                    run.module,
+                    run.losses,
+                    run.loader,
+                    run.optimizer,
+                    run.scheduler,
+                    run.scaler,
+                    run.device,
+                    amp_dtype=run.amp_dtype,
                     grad_clip=cfg.optim.grad_clip,
                     channels_last=cfg.train.channels_last,
                     max_iters=cfg.train.max_iters_per_epoch,
                     epoch=epoch,
                     progress=progress and main,
-                    class_groups=groups,
+                    class_groups=run.groups,
                 )
             except NonFiniteLossError as exc:
                 kept = (
@@ -345,68 +437,29 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
                     else "no checkpoint was written (it failed in the first epoch)"
                 )
                 raise NonFiniteLossError(f"{exc}; stopped, {kept}") from None
-            if world_size > 1:  # BN running statistics drift per rank after the last forward
+            if run.world_size > 1:  # BN running statistics drift per rank after the last forward
                 for buffer in core.buffers():
                     torch.distributed.broadcast(buffer, 0)
-            record = {"epoch": epoch, **stats}
-            rare = stats.get("center_angle_rare")
-            if core.head.uses_centers and rare is not None and rare > CENTER_ANGLE_WARN and main:
-                log.warning(
-                    "epoch %d: rare classes' IR centers are %.1f° from their features (> %.0f°): "
-                    "the centers lag; this run is not testing IR-Softmax (see head.center_update)",
-                    epoch,
-                    rare,
-                    CENTER_ANGLE_WARN,
-                )
             last = epoch == cfg.train.epochs
+            record = {"epoch": epoch, **stats}
             if main and (last or (cfg.eval.every and epoch % cfg.eval.every == 0)):
-                result = evaluate(
-                    core.model,
-                    dataset.query,
-                    dataset.gallery,
-                    image_size=tuple(cfg.data.image_size),
-                    device=device,
-                    metric=cfg.eval.metric,
-                    ap=cfg.eval.ap,
-                    flip=cfg.eval.flip,
-                    batch_size=cfg.eval.batch_size,
-                    workers=cfg.data.workers,
-                    rerank=cfg.eval.rerank,
-                )
-                metrics = result.as_dict()
-                record.update({k: metrics[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP")})
-                log.info(
-                    "epoch %d: R1 %.2f%% mAP %.2f%% mINP %.2f%%",
-                    epoch,
-                    100 * metrics["rank1"],
-                    100 * metrics["mAP"],
-                    100 * metrics["mINP"],
-                )
+                record.update(_evaluate_now(run))
             if main:
-                history.append(record)
+                run.history.append(record)
                 with open(run_dir / "metrics.jsonl", "a") as handle:
                     handle.write(json.dumps(record) + "\n")
                 if writer is not None:
                     for key, value in record.items():
                         writer.add_scalar(key, value, epoch)
-                if "mAP" in record and record["mAP"] > best_map:
-                    best_map = record["mAP"]
-                    save(epoch, "best.pt")
-                save(epoch, "last.pt")
-                log.info(
-                    "epoch %d: loss %.4f acc %.3f %.0f img/s%s",
-                    epoch,
-                    stats["loss"],
-                    stats["acc"],
-                    stats["images_per_s"],
-                    f" center angles (rare/mid/frequent) {stats.get('center_angle_rare', float('nan')):.1f}°/"
-                    f"{stats.get('center_angle_mid', float('nan')):.1f}°/"
-                    f"{stats.get('center_angle_frequent', float('nan')):.1f}°",
-                )
+                if "mAP" in record and record["mAP"] > run.best_map:
+                    run.best_map = record["mAP"]
+                    _save(run, epoch, "best.pt")
+                _save(run, epoch, "last.pt")
+                _log_epoch(epoch, stats, core.head.uses_centers, last)
     finally:
         if writer is not None:
             writer.close()
         cleanup()
     if main:
-        write_report(history, run_dir)
-    return history[-1] if history else {}
+        write_report(run.history, run_dir)
+    return run.history[-1] if run.history else {}

@@ -88,6 +88,14 @@ def load_features(path: str | Path) -> tuple[FeatureSet, FeatureSet]:
         )
     if not np.isfinite(features).all():
         raise DatasetError(f"{path}: features hold NaN or inf values")
+    for key in ("pids", "camids"):
+        try:
+            data[key] = np.asarray(data[key]).astype(np.int64)
+        except (ValueError, TypeError):
+            bad = next(
+                v for v in np.asarray(data[key]).tolist() if not str(v).lstrip("-").isdigit()
+            )
+            raise DatasetError(f"{path}: {key} must be integers, found {bad!r}") from None
     paths = np.asarray(data.get("paths", np.array([""] * n)), dtype=str)
     split = np.asarray(data["split"], dtype=str)
     sets = []

@@ -480,21 +480,20 @@ def evaluate_distmat(
     chunk_size: int | None = None,
 ) -> RankResult:
     """The same metrics from a precomputed (Q, G) distance matrix (lower = closer)."""
-    device = resolve_device(device)
     distances = _features("distmat", distmat)
     if not bool(torch.isfinite(distances).all()):
         raise ValueError("distmat holds NaN or inf values")
-    num_query, num_gallery = distances.shape
-    labels = (query_pids, gallery_pids, query_camids, gallery_camids)
-    return _run(
-        lambda s, e: distances[s:e].to(device).neg(),
-        num_query,
-        num_gallery,
-        labels,
+    return evaluate_blocks(
+        lambda s, e: distances[s:e],
+        *distances.shape,
+        query_pids,
+        gallery_pids,
+        query_camids,
+        gallery_camids,
         max_rank=max_rank,
         ap=ap,
-        chunk_size=chunk_size,
         device=device,
+        chunk_size=chunk_size,
     )
 
 

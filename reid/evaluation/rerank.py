@@ -123,7 +123,7 @@ class KReciprocalReranker:
         self.max_sq = _max_sq_distance(self.x, metric)
         v = _encodings(self.x, knn, self.max_sq, metric, k1, k2)
         self.v_query = v[: self.num_query].tocsr()
-        self.v_gallery_csc = v[
+        self.v_gallery_csr = v[
             self.num_query :
         ].T.tocsr()  # (N, G): column k of V restricted to gallery
         self.gallery = torch.from_numpy(self.x[self.num_query :])
@@ -132,7 +132,7 @@ class KReciprocalReranker:
         """1 − Σ_k min(V_qk, V_gk) / (2 − Σ_k min(V_qk, V_gk)) for queries [start, end)."""
         num_gallery = self.gallery.shape[0]
         out = np.zeros((end - start, num_gallery))
-        vq, vg = self.v_query, self.v_gallery_csc
+        vq, vg = self.v_query, self.v_gallery_csr
         for row, q in enumerate(range(start, end)):
             ks = vq.indices[vq.indptr[q] : vq.indptr[q + 1]]
             values = vq.data[vq.indptr[q] : vq.indptr[q + 1]]

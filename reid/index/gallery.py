@@ -22,11 +22,13 @@ import os
 import shutil
 import tempfile
 import time
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pandas as pd
+import torch
 
 from ..errors import ReidError
 from ..evaluation.postprocess import l2_normalize
@@ -50,12 +52,8 @@ def sha256(path: str | Path) -> str:
 
 
 def _versions() -> dict:
-    import torch
-
-    from .. import __version__
-
     return {
-        "reid": __version__,
+        "reid": package_version("reid"),
         "faiss": faiss.__version__,
         "torch": torch.__version__,
         "numpy": np.__version__,

@@ -7,26 +7,39 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..data import load_dataset
-from ..data.images import read_image
-from ..data.market1501 import IMAGE_SUFFIXES, PATTERN
+from ..data.market1501 import IMAGE_SUFFIXES, parse_name_or_unknown
 from ..data.records import DatasetError, ImageRecord
-from ..data.transforms import build_transforms
+from ..models import FeatureExtractor
+from ..models.checkpoint import load_model, preprocessing
 from .gallery import sha256
+
+
+class OnnxModule(nn.Module):
+    """An ONNX embedding export behind the ``nn.Module`` interface the extractor batches through."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        import onnxruntime  # optional at import time: only exported ONNX models need it
+
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {"images": images.numpy()})[0])
 
 
 class Embedder:
     """``Embedder.open(path)``: a training checkpoint, a TorchScript ``.pt/.ts`` or an ``.onnx`` export.
 
-    Calling it on image paths returns L2-normalised float32 embeddings; ``model_hash`` is the
-    SHA-256 of the checkpoint the embeddings come from (an export records it in its sidecar).
+    Calling it on image paths returns L2-normalised float32 embeddings through the one embedding
+    path, :class:`~reid.models.FeatureExtractor`; ``model_hash`` is the SHA-256 of the checkpoint
+    the embeddings come from (an export records it in its sidecar).
     """
 
-    def __init__(self, run_batch, image_size, model_hash: str, batch_size: int = 64):
-        self.run_batch, self.image_size, self.model_hash = run_batch, tuple(image_size), model_hash
-        self.transform = build_transforms(self.image_size, train=False)
-        self.batch_size = batch_size
+    def __init__(self, extractor: FeatureExtractor, image_size, model_hash: str):
+        self.extractor, self.image_size, self.model_hash = extractor, tuple(image_size), model_hash
 
     @classmethod
     def open(cls, path: str | Path, device: str | None = None, batch_size: int = 64) -> Embedder:
@@ -39,60 +52,24 @@ class Embedder:
                 raise DatasetError(f"{sidecar}: missing (export with tools/export_model.py)")
             meta = json.loads(sidecar.read_text())
             if path.suffix == ".onnx":
-                import onnxruntime
-
-                session = onnxruntime.InferenceSession(
-                    str(path), providers=["CPUExecutionProvider"]
-                )
-                run = lambda x: session.run(None, {"images": x.numpy()})[0]  # noqa: E731
+                module, device = OnnxModule(path), "cpu"
             else:
                 module = torch.jit.load(str(path), map_location="cpu").eval()
-
-                def run(x):
-                    with torch.no_grad():
-                        return module(x).numpy()
-
-            return cls(run, meta["image_size"], meta.get("source_hash", ""), batch_size)
-        from ..models import FeatureExtractor
-        from ..models.checkpoint import load_model
-
+            extractor = FeatureExtractor(module, tuple(meta["image_size"]), device, batch_size)
+            return cls(extractor, meta["image_size"], meta.get("source_hash", ""))
         model, cfg = load_model(path)
         extractor = FeatureExtractor(model, tuple(cfg.data.image_size), device, batch_size)
-        return cls(
-            lambda x: extractor.embed_batch(x).cpu().numpy(),
-            cfg.data.image_size,
-            sha256(path),
-            batch_size,
-        )
+        return cls(extractor, cfg.data.image_size, sha256(path))
 
     def __call__(self, paths, progress: bool = False) -> np.ndarray:
-        from tqdm import tqdm
-
-        out = []
-        for start in tqdm(
-            range(0, len(paths), self.batch_size),
-            disable=None if progress else True,
-            desc="embed",
-            leave=False,
-        ):
-            batch = torch.stack(
-                [self.transform(read_image(p)) for p in paths[start : start + self.batch_size]]
-            )
-            out.append(np.asarray(self.run_batch(batch), dtype=np.float32))
-        return np.vstack(out) if out else np.zeros((0, 0), np.float32)
+        records = [ImageRecord(str(p), -1, -1, "gallery") for p in paths]
+        if not records:
+            return np.zeros((0, 0), np.float32)
+        return self.extractor.extract_records(records, progress=progress)
 
     @property
     def preprocessing(self) -> dict:
-        from ..data.transforms import MEAN, STD
-
-        return {"image_size": list(self.image_size), "resize": "bilinear", "mean": MEAN, "std": STD}
-
-
-def _parse_optional(path: Path) -> tuple[int, int]:
-    match = PATTERN.match(path.name)
-    if match is None:
-        return -1, -1
-    return int(match.group(1)), int(match.group(2)) - 1
+        return preprocessing(self.image_size)
 
 
 def gallery_records(source: str | Path) -> list[ImageRecord]:
@@ -107,6 +84,8 @@ def gallery_records(source: str | Path) -> list[ImageRecord]:
 
 
 def image_folder_records(source: str | Path) -> list[ImageRecord]:
+    """Every image under ``source`` (a file or a folder, recursively); Market-style junk (pid −1)
+    is left out, names of any other form get pid and camera −1."""
     source = Path(source)
     if source.is_file():
         files = [source]
@@ -118,7 +97,9 @@ def image_folder_records(source: str | Path) -> list[ImageRecord]:
         raise DatasetError(f"{source}: no images (*.jpg, *.jpeg, *.png)")
     records = []
     for path in files:
-        pid, camid = _parse_optional(path)
-        if pid != -1 or not PATTERN.match(path.name):
-            records.append(ImageRecord(str(path), pid, camid, "gallery"))
+        parsed = parse_name_or_unknown(path)
+        if parsed is None:
+            records.append(ImageRecord(str(path), -1, -1, "gallery"))
+        elif parsed[0] != -1:
+            records.append(ImageRecord(str(path), parsed[0], parsed[1], "gallery"))
     return records

@@ -66,6 +66,6 @@ def load_model(path: str | Path) -> tuple[ReIDModel, DictConfig]:
     return model.eval(), cfg
 
 
-def preprocessing(cfg: DictConfig) -> dict:
-    """How images must be prepared for this model (recorded in index manifests and exports)."""
-    return {"image_size": list(cfg.data.image_size), "resize": "bilinear", "mean": MEAN, "std": STD}
+def preprocessing(image_size) -> dict:
+    """How images must be prepared for a model (recorded in index manifests and exports)."""
+    return {"image_size": list(image_size), "resize": "bilinear", "mean": MEAN, "std": STD}

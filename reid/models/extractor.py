@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from ..data.dataset import ImageDataset
 from ..data.images import read_image
@@ -52,20 +53,18 @@ class FeatureExtractor:
         return torch.nn.functional.normalize(features, dim=1)
 
     def __call__(self, inputs: Sequence[str | Image.Image]) -> np.ndarray:
-        tensors = [
-            self.transform(x.convert("RGB") if isinstance(x, Image.Image) else read_image(x))
-            for x in inputs
-        ]
-        out = [
-            self.embed_batch(torch.stack(tensors[i : i + self.batch_size])).cpu()
-            for i in range(0, len(tensors), self.batch_size)
-        ]
+        """Embeddings of image paths or PIL images, one batch in memory at a time."""
+        out = []
+        for start in range(0, len(inputs), self.batch_size):
+            batch = [
+                self.transform(x.convert("RGB") if isinstance(x, Image.Image) else read_image(x))
+                for x in inputs[start : start + self.batch_size]
+            ]
+            out.append(self.embed_batch(torch.stack(batch)).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
     def extract_records(self, records: list[ImageRecord], progress: bool = False) -> np.ndarray:
         """Embeddings of dataset records through a multi-worker DataLoader (order preserved)."""
-        from tqdm import tqdm
-
         loader = DataLoader(
             ImageDataset(records, self.transform),
             batch_size=self.batch_size,

@@ -11,35 +11,40 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
 from ..data import arrays, load_dataset
-from ..engine.build import build_training_module
-from ..engine.checkpoint import load_checkpoint
+from ..errors import CheckpointError, ReidError
 from ..models import FeatureExtractor
+from ..models.checkpoint import load_model, read_checkpoint
+
+
+def class_weights(checkpoint: dict, source: str) -> np.ndarray:
+    """The head's class weights of a checkpoint: learned ``head.weight`` or IR ``head.centers.weight``."""
+    module = checkpoint["module"]
+    for key in ("head.weight", "head.centers.weight"):
+        if key in module:
+            return module[key].double().numpy()
+    raise CheckpointError(f"{source}: no head weights in the checkpoint")
 
 
 def weight_center_angles(
     checkpoint: str, data: str | None = None, device: str | None = None, workers: int = 2
 ) -> pd.DataFrame:
-    state = load_checkpoint(checkpoint)
-    cfg = OmegaConf.create(state["config"])
-    cfg.model.pretrained = None
-    module = build_training_module(cfg, state["num_classes"])
-    module.load_state_dict(state["module"])
+    state = read_checkpoint(checkpoint)
+    model, cfg = load_model(checkpoint)
+    weights = class_weights(state, checkpoint)
     records = load_dataset(data or cfg.data.root).train
     pids, _ = arrays(records)
     if pids.max() + 1 != state["num_classes"]:
-        raise ValueError(
+        raise ReidError(
             f"{data or cfg.data.root}: {pids.max() + 1} training classes, the checkpoint has {state['num_classes']}"
         )
     features = FeatureExtractor(
-        module.model, tuple(cfg.data.image_size), device, 128, workers
+        model, tuple(cfg.data.image_size), device, 128, workers
     ).extract_records(records)
     sums = np.zeros((state["num_classes"], features.shape[1]))
     np.add.at(sums, pids, features)
     centers = sums / np.linalg.norm(sums, axis=1, keepdims=True).clip(min=1e-12)
-    weights = module.head.class_weights().detach().double().numpy()
     weights = weights / np.linalg.norm(weights, axis=1, keepdims=True).clip(min=1e-12)
     cos = np.clip((weights * centers).sum(1), -1, 1)
     counts = np.bincount(pids, minlength=state["num_classes"])

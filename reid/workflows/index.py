@@ -13,7 +13,7 @@ from ..data import arrays
 from ..evaluation.plots import ranked_list_image, save_ranked_lists
 from ..index.gallery import GalleryIndex, IndexFormatError, check_index_target
 from ..index.sources import Embedder, gallery_records, image_folder_records
-from ..outputs import check_no_overlap
+from ..outputs import check_no_overlap, check_writable_parent
 
 
 def export_index(
@@ -29,6 +29,7 @@ def export_index(
 ) -> dict:
     # every check before the embedding pass: the output, the inputs, the model
     check_no_overlap(out, [gallery])
+    check_writable_parent(out)
     if append:
         index = GalleryIndex.load(out)
     else:
@@ -87,6 +88,8 @@ def search(
     report_recall: bool = False,
     nprobe: int | None = None,
 ) -> dict:
+    if topk < 1:
+        raise IndexFormatError(f"--topk {topk}: must be at least 1")
     index = GalleryIndex.load(index_dir)
     if model is None:
         raise ValueError("--checkpoint (or an exported model) is needed to embed the query images")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.rank import evaluate_rank
-from .images import read_image
-from .market1501 import load_market_format
-from .records import arrays
+from ..data.images import read_image
+from ..data.market1501 import load_market_format
+from ..data.records import arrays
+from .rank import evaluate_rank
 
 
 def colour_histogram(path: str, bins: int = 8) -> np.ndarray:

@@ -1,0 +1,272 @@
+"""A resumable grid of training runs on real data: ``tools/study.py GRID.yaml --out DIR``.
+
+The grid (YAML) declares a base config, the datasets per imbalance level ρ, the seeds, and the
+arms (each a set of config overrides; optionally ``init_from: ARM`` to fine-tune from that arm's
+run of the same ρ and seed, ``pair: ARM`` naming the learned-weights arm an IR arm is compared
+with, ``rhos: [...]`` to restrict it, and ``engine: torchreid`` for the peer's reference engine).
+Every run writes ``DIR/runs/ID/result.json`` when done; a rerun skips those, resumes a run killed
+mid-way from its ``last.pt``, and restarts one killed before its first epoch ended. After every
+run the summaries are rewritten: ``results.csv`` (one row per run), ``results.md`` (mean ± std
+per arm and ρ, and the paired IR − learned differences) and ``map_vs_rho.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from ..config import ConfigError, load_config
+from ..engine.checkpoint import load_checkpoint
+from ..engine.trainer import fit
+from .train import remove_run
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [
+    "arm", "head", "weights", "rho", "seed", "init_from", "rank1", "mAP", "mINP", "wall_s",
+    "center_angle_rare", "center_angle_mid", "center_angle_frequent",
+    "center_angle_rare_first", "epochs", "iters_per_epoch", "resumed",
+]  # fmt: skip
+
+
+@dataclass
+class Arm:
+    name: str
+    overrides: list[str] = field(default_factory=list)
+    init_from: str | None = None
+    pair: str | None = None
+    rhos: list | None = None
+    engine: str = "reid"
+
+
+@dataclass
+class Grid:
+    config: str
+    data: dict
+    seeds: list
+    arms: list[Arm]
+    common: list[str] = field(default_factory=list)
+    order: str = "rho"
+
+    @classmethod
+    def load(cls, path: str | Path) -> Grid:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: grid file not found")
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        unknown = set(raw) - {"config", "data", "seeds", "arms", "common", "description"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
+        arms = [Arm(**a) for a in raw["arms"]]
+        names = [a.name for a in arms]
+        for arm in arms:
+            for ref in (arm.init_from, arm.pair):
+                if ref is not None and ref not in names:
+                    raise ConfigError(f"{path}: arm {arm.name!r} refers to unknown arm {ref!r}")
+            if arm.engine not in ("reid", "torchreid"):
+                raise ConfigError(f"{path}: arm {arm.name!r}: engine must be reid or torchreid")
+        return cls(
+            raw["config"],
+            {float(k): v for k, v in raw["data"].items()},
+            list(raw["seeds"]),
+            arms,
+            list(raw.get("common", [])),
+        )
+
+    def runs(self) -> list[tuple[Arm, float, int]]:
+        """Every (arm, ρ, seed), in the order the grid lists ρ, then seeds, then arms."""
+        out = []
+        for rho in self.data:
+            for seed in self.seeds:
+                for arm in self.arms:
+                    if arm.rhos is None or rho in [float(r) for r in arm.rhos]:
+                        out.append((arm, rho, seed))
+        return out
+
+
+def run_id(arm: str, rho: float, seed: int) -> str:
+    return f"{arm}_rho{rho:g}_s{seed}"
+
+
+def _overrides(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> list[str]:
+    items = [*grid.common, f"data.root={grid.data[rho]}", f"train.seed={seed}", *arm.overrides]
+    if arm.init_from:
+        items.append(
+            f"model.init_from={out / 'runs' / run_id(arm.init_from, rho, seed) / 'last.pt'}"
+        )
+    return items
+
+
+def _result_from_history(history: list[dict], cfg, arm: Arm, rho, seed, wall_s) -> dict:
+    last = history[-1]
+    first = history[0]
+    return {
+        "arm": arm.name,
+        "head": cfg.head.name,
+        "weights": cfg.head.weights,
+        "rho": rho,
+        "seed": seed,
+        "init_from": arm.init_from or "",
+        "rank1": last.get("rank1"),
+        "mAP": last.get("mAP"),
+        "mINP": last.get("mINP"),
+        "wall_s": wall_s,
+        "center_angle_rare": last.get("center_angle_rare"),
+        "center_angle_mid": last.get("center_angle_mid"),
+        "center_angle_frequent": last.get("center_angle_frequent"),
+        "center_angle_rare_first": first.get("center_angle_rare"),
+        "epochs": cfg.train.epochs,
+        "iters_per_epoch": cfg.train.max_iters_per_epoch,
+    }
+
+
+def run_one(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> dict:
+    run_dir = out / "runs" / run_id(arm.name, rho, seed)
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    if arm.init_from:
+        parent = out / "runs" / run_id(arm.init_from, rho, seed) / "result.json"
+        if not parent.is_file():
+            raise ConfigError(f"{run_id(arm.name, rho, seed)}: needs {parent.parent.name} first")
+    cfg = load_config(grid.config, _overrides(grid, arm, rho, seed, out))
+    start = time.perf_counter()
+    resumed = (run_dir / "last.pt").is_file()
+    if arm.engine == "torchreid":
+        from .torchreid_reference import train_torchreid  # optional peer, imported only here
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = train_torchreid(cfg, run_dir)
+        result = _result_from_history([metrics], cfg, arm, rho, seed, 0.0)
+    else:
+        checkpoint = None
+        if (run_dir / "last.pt").is_file():
+            checkpoint = load_checkpoint(run_dir / "last.pt")
+        if checkpoint is not None and checkpoint["epoch"] >= cfg.train.epochs:
+            history = checkpoint["history"]
+        elif checkpoint is not None:
+            log.info("resuming %s from epoch %d", run_dir, checkpoint["epoch"])
+            fit(cfg, run_dir, resume=True, progress=False)
+            history = load_checkpoint(run_dir / "last.pt")["history"]
+        else:
+            if run_dir.is_dir():
+                remove_run(run_dir)
+            fit(cfg, run_dir, progress=False)
+            history = load_checkpoint(run_dir / "last.pt")["history"]
+        result = _result_from_history(history, cfg, arm, rho, seed, 0.0)
+    # wall time of this invocation; a run resumed after a kill also lost the time before it
+    result["wall_s"] = round(time.perf_counter() - start, 1)
+    result["resumed"] = resumed
+    result_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def summarise(grid: Grid, out: Path) -> pd.DataFrame:
+    rows = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/result.json"))]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table.to_csv(out / "results.csv", index=False)
+    if table.empty:
+        return table
+    order = {a.name: i for i, a in enumerate(grid.arms)}
+    lines = ["| arm | ρ | seeds | R1 | mAP | mINP | rare-class center angle (first → last epoch) | wall per run |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (arm, rho), g in sorted(
+        table.groupby(["arm", "rho"]), key=lambda kv: (kv[0][1], order.get(kv[0][0], 99))
+    ):
+
+        def ms(col, scale=100.0, g=g):
+            v = g[col].astype(float) * scale
+            return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
+
+        angle = (
+            f"{g['center_angle_rare_first'].astype(float).mean():.1f}° → {g['center_angle_rare'].astype(float).mean():.1f}°"
+            if g["center_angle_rare"].notna().all()
+            else "—"
+        )
+        lines.append(
+            f"| {arm} | {rho:g} | {len(g)} | {ms('rank1')} | {ms('mAP')} | {ms('mINP')} | {angle} | "
+            f"{g['wall_s'].astype(float).mean() / 60:.1f} min |"
+        )
+    lines += ["", "Paired differences, IR − learned (same head form, ρ and seed), in mAP points:", "",
+              "| IR arm | learned arm | ρ | pairs | ΔmAP per seed | mean ΔmAP | ΔR1 mean |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for arm in grid.arms:
+        if arm.pair is None:
+            continue
+        for rho in sorted(table["rho"].unique()):
+            a = table[(table.arm == arm.name) & (table.rho == rho)].set_index("seed")
+            b = table[(table.arm == arm.pair) & (table.rho == rho)].set_index("seed")
+            seeds = sorted(set(a.index) & set(b.index))
+            if not seeds:
+                continue
+            d = [100 * (a.loc[s, "mAP"] - b.loc[s, "mAP"]) for s in seeds]
+            r = [100 * (a.loc[s, "rank1"] - b.loc[s, "rank1"]) for s in seeds]
+            lines.append(
+                f"| {arm.name} | {arm.pair} | {rho:g} | {len(seeds)} | "
+                f"{', '.join(f'{x:+.2f}' for x in d)} | {np.mean(d):+.2f} | {np.mean(r):+.2f} |"
+            )
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    _plot(table, grid, out / "map_vs_rho.png")
+    return table
+
+
+def _plot(table: pd.DataFrame, grid: Grid, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    for arm in grid.arms:
+        g = table[table.arm == arm.name]
+        if g.empty:
+            continue
+        stats = g.groupby("rho")["mAP"].agg(["mean", "std"]).sort_index()
+        ax.errorbar(
+            stats.index,
+            100 * stats["mean"],
+            yerr=100 * stats["std"].fillna(0),
+            marker="o",
+            capsize=3,
+            label=arm.name,
+            linestyle="--" if "ir" in arm.name else "-",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("imbalance ρ of the training set (log)")
+    ax.set_ylabel("held-out mAP (%)")
+    ax.set_title("Market-1501 held-out split: mAP vs imbalance (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_study(
+    grid_path: str | Path, out: str | Path, only: list[str] | None = None
+) -> pd.DataFrame:
+    grid = Grid.load(grid_path)
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    for arm, rho, seed in grid.runs():
+        if only and arm.name not in only:
+            continue
+        rid = run_id(arm.name, rho, seed)
+        if (out / "runs" / rid / "result.json").is_file():
+            continue
+        print(f"[study] {rid} …", flush=True)
+        result = run_one(grid, arm, rho, seed, out)
+        print(
+            f"[study] {rid}: R1 {100 * result['rank1']:.2f} mAP {100 * result['mAP']:.2f} "
+            f"({result['wall_s'] / 60:.1f} min)",
+            flush=True,
+        )
+        summarise(grid, out)
+    return summarise(grid, out)

@@ -1,0 +1,231 @@
+"""Config → objects (engine/build.py), IR center initialisation, backbones, init_from, layering."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from reid.config import load_config
+from reid.data import load_dataset
+from reid.data.samplers import SAMPLERS
+from reid.engine.build import (
+    build_optimizer,
+    build_sampler,
+    build_scheduler,
+    build_training_module,
+    head_kwargs,
+    init_from_checkpoint,
+)
+from reid.engine.centers import init_head_centers
+from reid.errors import CheckpointError
+from reid.heads import HEADS
+from reid.models import FeatureExtractor, ReIDModel
+from tests.conftest import REPO, TINY_TRAIN
+
+SHARED_WEIGHTS = REPO.parent / "shared/weights/mobilenet_v2_imagenet.pth"
+
+
+def test_optimizer_puts_no_weight_decay_on_bn_and_biases():
+    cfg = load_config(None, ["model.backbone=resnet18", "optim.weight_decay=0.01"])
+    module = build_training_module(cfg, 5)
+    decay, no_decay = build_optimizer(cfg, module).param_groups
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in module.named_parameters()}
+    assert all(p.ndim > 1 for p in decay["params"])
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert "model.neck.weight" in no_decay_names and "model.backbone.body.1.bias" in no_decay_names
+    assert "head.weight" in {names[id(p)] for p in decay["params"]}
+    # the BNNeck's frozen bias is not optimised at all
+    assert "model.neck.bias" not in no_decay_names
+
+
+@pytest.mark.parametrize("scheduler", ["multistep", "cosine"])
+def test_scheduler_values_at_given_epochs(scheduler):
+    cfg = load_config(
+        None,
+        [
+            "model.backbone=resnet18",
+            f"optim.scheduler={scheduler}",
+            "optim.lr=1.0",
+            "optim.warmup_epochs=2",
+            "optim.warmup_factor=0.1",
+            "optim.milestones=[4,6]",
+            "optim.gamma=0.5",
+            "train.epochs=8",
+        ],
+    )
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    iters = 10
+    schedule = build_scheduler(cfg, optimizer, iters)
+    lrs = []
+    for _ in range(8 * iters):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[10] == pytest.approx(0.1 + 0.9 * 10 / 20)
+    if scheduler == "multistep":
+        assert lrs[20] == 1.0 and lrs[40] == 0.5 and lrs[60] == 0.25 and lrs[79] == 0.25
+    else:
+        progress = (50 - 20) / (80 - 20)
+        assert lrs[50] == pytest.approx(0.5 * (1 + math.cos(math.pi * progress)))
+        assert lrs[20] == pytest.approx(1.0) and lrs[79] < 0.01
+
+
+@pytest.mark.parametrize("name", [*SAMPLERS, "random"])
+def test_build_sampler_by_name(name):
+    cfg = load_config(None, [f"sampler.name={name}", "sampler.batch_size=8"])
+    pids = torch.arange(6).repeat_interleave(5).numpy()
+    sampler = build_sampler(cfg, pids, pids % 3, 0, 1)
+    if name == "random":
+        assert sampler is None
+    else:
+        assert isinstance(sampler, SAMPLERS[name])
+        assert all(len(batch) == 8 for batch in sampler)
+
+
+def test_head_options_route_to_the_chosen_head_only():
+    cfg = load_config(None, ["head.name=cosface", "head.scale=20", "head.margin=0.2"])
+    assert head_kwargs(cfg) == {"weights": "learned", "scale": 20.0, "margin": 0.2}
+    cfg = load_config(None, ["head.name=sphereface", "head.margin=3", "head.beta_fixed=10"])
+    kwargs = head_kwargs(cfg)
+    assert kwargs["margin"] == 3 and isinstance(kwargs["margin"], int)
+    cfg = load_config(None, ["head.name=arcface", "head.weights=centers"])
+    assert head_kwargs(cfg)["center_update"] == "authors" and "scale" not in head_kwargs(cfg)
+    for name, head in HEADS.items():  # every declared option is a constructor argument
+        built = head(4, 3, **head.OPTIONS)
+        assert built.num_classes == 3, name
+
+
+def test_image_folder_records(tmp_path, make_jpeg):
+    from reid.index.sources import image_folder_records
+
+    make_jpeg(tmp_path / "a" / "0007_c2s1_000001_01.jpg")
+    make_jpeg(tmp_path / "a" / "-1_c1s1_000002_01.jpg")  # Market junk: left out
+    make_jpeg(tmp_path / "b" / "holiday.png")
+    (tmp_path / "b" / "notes.txt").write_text("x")
+    records = image_folder_records(tmp_path)
+    assert [(Path(r.path).name, r.pid, r.camid) for r in records] == [
+        ("0007_c2s1_000001_01.jpg", 7, 1),
+        ("holiday.png", -1, -1),
+    ]
+
+
+# --------------------------------------------------------------------------- IR centers
+
+
+def _pairwise_cosine(centers: torch.Tensor) -> float:
+    c = F.normalize(centers, dim=1)
+    off = (c @ c.T)[~torch.eye(len(c), dtype=torch.bool)]
+    return float(off.mean())
+
+
+def test_centers_of_an_untrained_network_start_apart(synthetic_root):
+    """The old initialisation (eval-mode BNNeck features of an untrained network) put every
+    center along nearly the same direction; train-mode BN statistics must not."""
+    cfg = load_config(None, [f"data.root={synthetic_root}", *TINY_TRAIN, "head.weights=centers"])
+    torch.manual_seed(0)
+    records = load_dataset(synthetic_root).train
+    module = build_training_module(cfg, len({r.pid for r in records}))
+    init_head_centers(module, records, cfg, torch.device("cpu"))
+    new = _pairwise_cosine(module.head.centers.weight)
+    old_features = FeatureExtractor(module.model, (64, 32), "cpu", 64, 0).extract_records(records)
+    module.head.centers.init_from_features(
+        torch.from_numpy(old_features), torch.tensor([r.pid for r in records])
+    )
+    old = _pairwise_cosine(module.head.centers.weight)
+    assert old > 0.9  # the trap this guards against is real on this data
+    assert new < 0.5, f"initial centers nearly parallel: mean pairwise cosine {new:.3f}"
+    assert module.training  # the pass leaves the module in train mode …
+
+
+def test_train_mode_pass_leaves_bn_statistics_untouched(synthetic_root):
+    cfg = load_config(None, [f"data.root={synthetic_root}", *TINY_TRAIN, "head.weights=centers"])
+    records = load_dataset(synthetic_root).train
+    module = build_training_module(cfg, len({r.pid for r in records}))
+    before = {k: v.clone() for k, v in module.state_dict().items() if "running" in k}
+    init_head_centers(module, records, cfg, torch.device("cpu"))
+    for key, value in before.items():
+        torch.testing.assert_close(module.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+# ---------------------------------------------------------------------- backbones, init_from
+
+
+@pytest.mark.skipif(not SHARED_WEIGHTS.is_file(), reason=f"{SHARED_WEIGHTS} not present")
+def test_mobilenet_v2_loads_every_features_tensor_from_the_shared_file():
+    state = torch.load(SHARED_WEIGHTS, map_location="cpu", weights_only=True)
+    model = ReIDModel("mobilenet_v2", last_stride=1, pretrained=str(SHARED_WEIGHTS))
+    body = model.backbone.body.state_dict()
+    features = {k: v for k, v in state.items() if k.startswith("features.")}
+    assert len(features) == len(body) == 312 and model.feature_dim == 1280
+    for key, value in features.items():
+        torch.testing.assert_close(body[key[len("features.") :]], value, rtol=0, atol=0)
+    assert model.backbone(torch.zeros(1, 3, 128, 64)).shape[-2:] == (8, 4)  # last stride 1
+
+
+def test_mobilenet_v2_rejects_weights_of_another_network(tmp_path):
+    from reid.models import PretrainedWeightsError
+
+    torch.save(ReIDModel("resnet18").backbone.body.state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(PretrainedWeightsError, match="does not fit torchvision mobilenet_v2"):
+        ReIDModel("mobilenet_v2", pretrained=str(tmp_path / "r18.pth"))
+
+
+def test_init_from_loads_backbone_neck_and_optionally_the_head(tiny_checkpoint, synthetic_root):
+    source = torch.load(tiny_checkpoint, weights_only=False)["module"]
+    num_classes = source["head.weight"].shape[0]
+    cfg = load_config(
+        None,
+        [
+            f"data.root={synthetic_root}",
+            *TINY_TRAIN,
+            f"model.init_from={tiny_checkpoint}",
+            "model.init_head=true",
+        ],
+    )
+    module = build_training_module(cfg, num_classes)
+    init_from_checkpoint(module, cfg)
+    for key, value in module.state_dict().items():
+        if key.startswith(("model.", "head.")):
+            torch.testing.assert_close(value, source[key], rtol=0, atol=0, msg=key)
+    other = load_config(
+        None,
+        [f"data.root={synthetic_root}", *TINY_TRAIN[1:], "model.backbone=resnet34",
+         f"model.init_from={tiny_checkpoint}"],
+    )  # fmt: skip
+    with pytest.raises(
+        CheckpointError, match="its model.backbone is 'resnet18', this run's is 'resnet34'"
+    ):
+        init_from_checkpoint(build_training_module(other, num_classes), other)
+
+
+def test_layers_do_not_import_upwards():
+    """data, heads, models, losses, evaluation, index import nothing from engine or workflows,
+    and data nothing from evaluation (checked in a fresh interpreter per package)."""
+    rules = {
+        "reid.data": ("reid.engine", "reid.workflows", "reid.evaluation", "reid.index"),
+        "reid.heads": ("reid.engine", "reid.workflows"),
+        "reid.models": ("reid.engine", "reid.workflows", "reid.evaluation", "reid.index"),
+        "reid.losses": ("reid.engine", "reid.workflows"),
+        "reid.evaluation": ("reid.engine", "reid.workflows", "reid.index"),
+        "reid.index": ("reid.engine", "reid.workflows"),
+        "reid.engine": ("reid.workflows",),
+    }
+    for package, forbidden in rules.items():
+        code = (
+            "import sys, importlib, pkgutil\n"
+            f"pkg = importlib.import_module({package!r})\n"
+            "for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+            "    importlib.import_module(m.name)\n"
+            f"print(' '.join(sorted(n for n in sys.modules if n.startswith({forbidden!r}))))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+        )
+        assert out.stdout.strip() == "", f"{package} imports {out.stdout.strip()}"

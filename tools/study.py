@@ -1,0 +1,27 @@
+"""Run a declared grid of training arms on real data, resumably; summarise it as CSV, table, plot."""
+
+import argparse
+
+from reid.logging_utils import tool_main
+from reid.workflows.study import run_study
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        epilog="example: python tools/study.py benchmarks/results/ir_study/grid.yaml "
+        "--out benchmarks/results/ir_study\n(rerun the same command to continue: finished runs are skipped)",
+    )
+    parser.add_argument("grid", help="grid YAML (config, data per rho, seeds, arms)")
+    parser.add_argument("--out", required=True, help="study folder: runs/, results.csv/md, PNG")
+    parser.add_argument("--only", nargs="*", help="run only these arms")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    table = run_study(args.grid, args.out, args.only)
+    print(f"{len(table)} runs done; {args.out}/results.md, results.csv, map_vs_rho.png")
+
+
+if __name__ == "__main__":
+    tool_main(main, get_args_parser())

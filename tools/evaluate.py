@@ -66,6 +66,7 @@ def main(args: argparse.Namespace) -> None:
     )
     result, timings = run["result"], run["result"].timings
     print(result.table())
+    print(run["verification"].table())
     print(
         f"timings: feature extraction {timings.get('extract_s', 0):.2f} s, search + metrics "
         f"{timings.get('search_and_metrics_s', 0):.2f} s"

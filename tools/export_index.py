@@ -2,8 +2,9 @@
 
 import argparse
 
+from reid.errors import ReidError
 from reid.logging_utils import tool_main
-from reid.workflows.index import export_index
+from reid.workflows.index import export_index, remove_from_index
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -14,12 +15,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--out idx --index IVF256,PQ32 --report-recall",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--checkpoint", required=True, help="training checkpoint, or a .onnx/.ts embedding export"
-    )
-    parser.add_argument(
-        "--gallery", required=True, help="Market-format root, image folder, or CSV manifest"
-    )
+    parser.add_argument("--checkpoint", help="training checkpoint, or a .onnx/.ts embedding export")
+    parser.add_argument("--gallery", help="Market-format root, image folder, or CSV manifest")
     parser.add_argument(
         "--out",
         required=True,
@@ -41,12 +38,39 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--report-recall", action="store_true", help="recall@1/10 vs exact search, in the manifest"
     )
+    parser.add_argument(
+        "--calibrate",
+        metavar="SPLIT",
+        help="labelled query/gallery (Market-format root or CSV) to calibrate the no-match threshold on",
+    )
+    parser.add_argument(
+        "--far", type=float, default=1e-3, help="false-alarm rate of the calibrated threshold"
+    )
+    parser.add_argument(
+        "--remove-pids", nargs="+", type=int, default=(), help="remove these identities from --out"
+    )
+    parser.add_argument(
+        "--remove-paths", metavar="FILE", help="remove the images listed (one path per line)"
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.remove_pids or args.remove_paths:
+        if args.gallery or args.append:
+            raise ReidError("--remove-pids/--remove-paths edit an existing index: no --gallery")
+        done = remove_from_index(args.out, args.remove_pids, args.remove_paths)
+        print(f"index: {args.out}: removed {done['removed']} vectors, {done['count']} left")
+        if done["unknown_pids"] or done["missing_paths"]:
+            print(
+                f"not in the index: pids {done['unknown_pids']}, "
+                f"{len(done['missing_paths'])} listed paths"
+            )
+        return
+    if not args.checkpoint or not args.gallery:
+        raise ReidError("--checkpoint and --gallery are needed to export an index")
     info = export_index(
         args.checkpoint,
         args.gallery,
@@ -57,6 +81,8 @@ def main(args: argparse.Namespace) -> None:
         args.device,
         args.batch_size,
         args.report_recall,
+        args.calibrate,
+        args.far,
     )
     print(
         f"index: {args.out} ({info['count']} vectors, {info['added']} added, {info['manifest']['factory']}, "
@@ -64,6 +90,12 @@ def main(args: argparse.Namespace) -> None:
     )
     if info["skipped"]:
         print(f"skipped {info['skipped']} images already in the index (same absolute path)")
+    if "calibration" in info["manifest"]:
+        c = info["manifest"]["calibration"]
+        print(
+            f"calibrated: threshold {c['threshold']:.4f} at FAR {c['far']:g} "
+            f"(measured {c['measured_far']:.4g} on {c['queries']} queries; DIR {c['dir_at_far']:.2%})"
+        )
     if "recall" in info["manifest"]:
         print("recall vs exact search:", info["manifest"]["recall"])
 

@@ -45,6 +45,10 @@ def main(args: argparse.Namespace) -> None:
         args.nprobe,
     )
     print(result["table"].to_string(index=False, formatters={"score": "{:.4f}".format}))
+    if "threshold" in result:
+        c = result["threshold"]
+        for path in result["no_match"]:
+            print(f"{path}: no match above threshold {c['threshold']:.4f} (FAR {c['far']:g})")
     if "recall" in result:
         print("recall vs exact search:", result["recall"])
     for path in result.get("files", []):

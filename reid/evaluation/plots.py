@@ -1,4 +1,5 @@
-"""Evaluation figures: the CMC curve and ranked lists (query + top-k, green = match, red = not)."""
+"""Evaluation figures: the CMC curve, the verification plot (ROC with operating points, score
+histograms), and ranked lists (query + top-k, green = match, red = not)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
 from .rank import RankResult  # noqa: E402
+from .verification import HIST_BINS, VerificationResult  # noqa: E402
 
 
 def plot_cmc(results: dict[str, RankResult], path: str) -> None:
@@ -24,6 +26,45 @@ def plot_cmc(results: dict[str, RankResult], path: str) -> None:
     ax.set_title("CMC")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_verification(result: VerificationResult, path: str) -> None:
+    """ROC (log FPR, from the exact per-bin counts) with the operating points, and the score
+    histograms of positive and negative pairs with the thresholds τ."""
+    fig, (roc, hist) = plt.subplots(1, 2, figsize=(9, 3.6))
+    if result.positive_hist is not None and result.num_positive_pairs:
+        pos = result.positive_hist[::-1].cumsum() / max(result.num_positive_pairs, 1)
+        neg = result.negative_hist[::-1].cumsum() / max(result.num_negative_pairs, 1)
+        roc.plot(np.maximum(neg, 1e-7), pos * 100, color="#3a6ea5")
+        centers = (HIST_BINS[1:] + HIST_BINS[:-1]) / 2
+        width = HIST_BINS[1] - HIST_BINS[0]
+        for counts, label, colour in (
+            (result.positive_hist, "same identity", "#2a9d3a"),
+            (result.negative_hist, "different identity", "#c0392b"),
+        ):
+            total = max(counts.sum(), 1)
+            hist.bar(centers, counts / total / width, width, alpha=0.5, label=label, color=colour)
+        for f, tau in result.fpr_threshold.items():
+            if np.isfinite(tau):
+                hist.axvline(tau, color="k", lw=0.8, ls=":")
+                hist.text(tau, hist.get_ylim()[1] * 0.9, f" FPR {f:g}", fontsize=7, rotation=90)
+        hist.set_xlabel("cosine score")
+        hist.set_ylabel("density")
+        hist.legend(fontsize=7)
+        hist.set_title("pair scores")
+    for f, tpr in result.tpr_at_fpr.items():
+        roc.plot([f], [tpr * 100], "o", color="k")
+        roc.annotate(f"{tpr:.1%} @ {f:g}", (f, tpr * 100), fontsize=7, xytext=(4, -10),
+                     textcoords="offset points")  # fmt: skip
+    roc.set_xscale("log")
+    roc.set_xlim(1e-5, 1)
+    roc.set_xlabel("false positive rate")
+    roc.set_ylabel("true positive rate (%)")
+    roc.set_title("verification ROC")
+    roc.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -299,6 +299,43 @@ class GalleryIndex:
         if self.features is not None:
             self.features = np.vstack([self.features, features])
 
+    def remove(self, drop: np.ndarray) -> int:
+        """Remove the rows where ``drop`` is True (right to be forgotten, mistaken enrolment).
+
+        The index is rebuilt from the remaining vectors (same factory), so removed vectors are
+        gone from the file, not just hidden: from the stored exact features when kept, else from
+        the index's own exact copies (Flat, IVF-Flat, HNSW-Flat). Compressed indexes (PQ, SQ)
+        without ``features.npy`` cannot give back exact vectors and are refused. Rows are
+        renumbered 0..n−1. Returns the number removed.
+        """
+        drop = np.asarray(drop, dtype=bool)
+        removed = int(drop.sum())
+        if removed == 0:
+            return 0
+        if removed == len(drop):
+            raise IndexFormatError("removing every vector would leave an empty index")
+        factory = self.manifest["factory"]
+        if self.features is not None:
+            vectors = self.features
+        elif "PQ" in factory or "SQ" in factory:
+            raise IndexFormatError(
+                f"a {factory} index holds compressed vectors only; removal needs exact vectors "
+                "(export with --keep-features, or re-export without those images)"
+            )
+        else:
+            if "IVF" in factory:
+                faiss.extract_index_ivf(self.index).make_direct_map()
+            vectors = self.index.reconstruct_n(0, int(self.index.ntotal))
+        keep = ~drop
+        kept = np.ascontiguousarray(vectors[keep])
+        self.index = build_faiss_index(kept, factory)
+        self.metadata = self.metadata[keep].reset_index(drop=True)
+        self.metadata["row"] = np.arange(len(self.metadata), dtype=np.int64)
+        if self.features is not None:
+            self.features = kept
+        self.manifest["removed"] = int(self.manifest.get("removed", 0)) + removed
+        return removed
+
     def search(
         self,
         features,

@@ -11,7 +11,13 @@ import numpy as np
 from ..data import arrays, load_dataset
 from ..evaluation.features_io import FeatureSet, load_features, save_features
 from ..evaluation.pipeline import evaluate_features, top_k
-from ..evaluation.plots import plot_cmc, ranked_list_image, save_ranked_lists
+from ..evaluation.plots import (
+    plot_cmc,
+    plot_verification,
+    ranked_list_image,
+    save_ranked_lists,
+)
+from ..evaluation.verification import verification_metrics
 from ..models import FeatureExtractor
 from ..models.checkpoint import load_model
 
@@ -83,7 +89,17 @@ def run_evaluation(
         device=device,
     )
     result.timings["extract_s"] = extract_s
-    summary = result.as_dict()
+    verification = verification_metrics(
+        query.features,
+        gallery.features,
+        query.pids,
+        gallery.pids,
+        query.camids,
+        gallery.camids,
+        metric=metric,
+        device=device,
+    )
+    summary = {**result.as_dict(), "verification": verification.as_dict()}
     summary.update(
         {
             "queries": len(query),
@@ -97,7 +113,12 @@ def run_evaluation(
     )
     (out / "result.json").write_text(json.dumps(summary, indent=2))
     plot_cmc({"re-ranked" if rerank else metric: result}, str(out / "cmc.png"))
-    files = {"json": str(out / "result.json"), "cmc": str(out / "cmc.png")}
+    plot_verification(verification, str(out / "verification.png"))
+    files = {
+        "json": str(out / "result.json"),
+        "cmc": str(out / "cmc.png"),
+        "verification": str(out / "verification.png"),
+    }
     can_draw = (
         ranked
         and len(query.paths)
@@ -119,4 +140,4 @@ def run_evaluation(
         ]
         save_ranked_lists(images, str(out / "ranked_lists.png"))
         files["ranked_lists"] = str(out / "ranked_lists.png")
-    return {"result": result, "summary": summary, "files": files}
+    return {"result": result, "verification": verification, "summary": summary, "files": files}

@@ -113,6 +113,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     max_iters_per_epoch: int = 0  # 0 = the sampler's epoch
+    log_every: int = 20  # iterations between progress lines when the log is not a terminal; 0: off
 
 
 @dataclass
@@ -205,7 +206,7 @@ def validate(config: DictConfig, source: str = "config") -> None:
             bad(key, "must be positive")
     non_negative = (
         "optim.weight_decay", "optim.warmup_epochs", "optim.grad_clip", "data.workers",
-        "eval.every", "train.max_iters_per_epoch", "head.center_refresh", "head.ir_weight",
+        "eval.every", "train.max_iters_per_epoch", "train.log_every", "head.center_refresh", "head.ir_weight",
         "head.aux_softmax", "head.center_pull", "loss.triplet", "loss.center",
         "loss.label_smoothing",
     )  # fmt: skip

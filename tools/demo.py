@@ -26,8 +26,16 @@ def main(args: argparse.Namespace) -> None:
     evaluation, timings = out["evaluation"], out["timings"]
     print("\n=== evaluation of best.pt on the synthetic query/gallery ===")
     print(evaluation["result"].table())
-    print("\n=== search: 3 queries, top-5, other cameras only ===")
-    print(out["search"]["table"].to_string(index=False, formatters={"score": "{:.3f}".format}))
+    print(evaluation["verification"].table())
+    found = out["search"]
+    print(
+        f"\n=== search: 3 queries, top-5, other cameras only; identity {found['forgotten_pid']} "
+        "removed from the index (the third query) ==="
+    )
+    print(found["table"].to_string(index=False, formatters={"score": "{:.3f}".format}))
+    c = found["threshold"]
+    for path in found["no_match"]:
+        print(f"{path}: no match above threshold {c['threshold']:.4f} (FAR {c['far']:g})")
     print("\n=== where things are ===")
     print(f"data + contact sheet : {args.data}/contact_sheet.png")
     print(

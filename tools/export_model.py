@@ -1,5 +1,6 @@
-"""Export the embedding model of a checkpoint to TorchScript (.pt/.ts) or ONNX (.onnx), checked
-against PyTorch on the same inputs (max abs difference < 1e-4; onnxruntime for ONNX)."""
+"""Export the embedding model of a checkpoint to a torch.export program (.pt2), ONNX (.onnx, the
+torch.export-based exporter) or legacy TorchScript (.ts), checked against PyTorch on the same
+inputs (max abs difference < 1e-4; onnxruntime for ONNX) with a dynamic batch axis."""
 
 import argparse
 
@@ -12,7 +13,8 @@ from reid.models.export import export_model
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__,
-        epilog="example: python tools/export_model.py --checkpoint runs/demo/best.pt --out runs/demo/model.onnx",
+        epilog="example: python tools/export_model.py --checkpoint runs/demo/best.pt "
+        "--out runs/demo/model.pt2 --out runs/demo/model.onnx",
     )
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,10 +85,13 @@ def train_one_epoch(
     epoch: int = 0,
     progress: bool = True,
     class_groups: torch.Tensor | None = None,
+    log_every: int = 0,
 ) -> dict:
     """One pass over ``loader``; returns mean loss terms, accuracy, lr and images/s, and with
     ``class_groups`` (class → frequency tercile) the mean angle between each class's weight or
-    IR center and its batch-mean feature per tercile (``center_angle_rare/mid/frequent``)."""
+    IR center and its batch-mean feature per tercile (``center_angle_rare/mid/frequent``).
+    ``log_every``: when stderr is not a terminal (no progress bar), a log line every N steps
+    with images/s, loss and the epoch's ETA."""
     module.train()
     core = _unwrap(module)
     totals: dict[str, float] = {}
@@ -142,6 +146,17 @@ def train_one_epoch(
         for key, value in terms.items():
             totals[key] = totals.get(key, 0.0) + float(value.detach())
         elapsed = time.perf_counter() - start
+        if log_every and progress and not sys.stderr.isatty() and (step + 1) % log_every == 0:
+            rate = (step + 1) / elapsed
+            log.info(
+                "epoch %d [%d/%d] %.0f img/s loss %.4f ETA %.0f s",
+                epoch,
+                step + 1,
+                total_iters,
+                seen / elapsed,
+                sum(totals.values()) / (step + 1),
+                (total_iters - step - 1) / max(rate, 1e-9),
+            )
         bar.set_postfix(
             {
                 **{k: f"{v / (step + 1):.3f}" for k, v in totals.items()},
@@ -429,6 +444,7 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
                     epoch=epoch,
                     progress=progress and main,
                     class_groups=run.groups,
+                    log_every=cfg.train.log_every,
                 )
             except NonFiniteLossError as exc:
                 kept = (

@@ -6,9 +6,11 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+from pathlib import Path  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image, ImageOps  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont, ImageOps  # noqa: E402
 
 from .rank import RankResult  # noqa: E402
 from .verification import HIST_BINS, VerificationResult  # noqa: E402
@@ -70,22 +72,59 @@ def plot_verification(result: VerificationResult, path: str) -> None:
     plt.close(fig)
 
 
+def _caption(tile: Image.Image, lines: list[str], colour=(0, 0, 0)) -> Image.Image:
+    """``tile`` with a white band of text lines under it (PIL's built-in font, 10 px)."""
+    font = ImageFont.load_default()
+    band = 12 * len(lines) + 2
+    out = Image.new("RGB", (tile.width, tile.height + band), (255, 255, 255))
+    out.paste(tile, (0, 0))
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        draw.text((2, tile.height + 1 + 12 * i), line, fill=colour, font=font)
+    return out
+
+
 def ranked_list_image(
-    query_path: str, gallery_paths: list[str], matches: list[bool], size=(128, 64), border=4
+    query_path: str,
+    gallery_paths: list[str],
+    matches: list[bool | None],
+    size=(128, 64),
+    border=4,
+    query_label: list[str] | None = None,
+    hit_labels: list[list[str]] | None = None,
 ) -> Image.Image:
-    h, w = size
-    tiles = [
-        ImageOps.expand(Image.open(query_path).convert("RGB").resize((w, h)), border, (60, 60, 60))
-    ]
-    for path, ok in zip(gallery_paths, matches):
+    """One row: the query, then its ranked hits with coloured borders (green match, red not,
+    grey unknown). ``query_label`` / ``hit_labels``: text lines printed under each tile (file,
+    pid, camera, AP for the query; rank, score, pid, camera for each hit)."""
+    h, w = max(size[0], 128), max(size[1], 64)  # small inputs are drawn at a readable size
+    tile = ImageOps.expand(
+        Image.open(query_path).convert("RGB").resize((w, h)), border, (60, 60, 60)
+    )
+    tiles = [_caption(tile, query_label) if query_label else tile]
+    for i, (path, ok) in enumerate(zip(gallery_paths, matches)):
         image = Image.open(path).convert("RGB").resize((w, h))
         colour = (150, 150, 150) if ok is None else (0, 170, 0) if ok else (220, 0, 0)
-        tiles.append(ImageOps.expand(image, border, colour))
-    tw, th = tiles[0].size
-    strip = Image.new("RGB", (len(tiles) * (tw + 2) + 6, th), (255, 255, 255))
+        tile = ImageOps.expand(image, border, colour)
+        if hit_labels:
+            tile = _caption(tile, hit_labels[i], colour if ok is not None else (0, 0, 0))
+        tiles.append(tile)
+    th = max(t.height for t in tiles)
+    strip = Image.new("RGB", (sum(t.width + 2 for t in tiles) + 6, th), (255, 255, 255))
+    x = 0
     for i, tile in enumerate(tiles):
-        strip.paste(tile, (i * (tw + 2) + (6 if i else 0), 0))
+        strip.paste(tile, (x + (6 if i else 0), 0))
+        x += tile.width + 2 + (6 if i == 0 else 0)
     return strip
+
+
+def hit_caption(rank: int, score: float, pid: int, camid: int) -> list[str]:
+    return [f"#{rank} {score:.3f}", f"id {pid} c{camid + 1}" if camid >= 0 else f"id {pid}"]
+
+
+def query_caption(path: str, pid: int, camid: int, ap: float | None = None) -> list[str]:
+    name = Path(path).name
+    lines = [name if len(name) <= 20 else name[:9] + "…" + name[-9:], f"id {pid} c{camid + 1}"]
+    return lines + ([f"AP {ap:.1%}"] if ap is not None else [])
 
 
 def save_ranked_lists(rows: list[Image.Image], path: str) -> None:

@@ -14,24 +14,24 @@ from ..data.market1501 import IMAGE_SUFFIXES, parse_name_or_unknown
 from ..data.records import DatasetError, ImageRecord
 from ..models import FeatureExtractor
 from ..models.checkpoint import load_model, preprocessing
+from ..models.export import load_exported
 from .gallery import sha256
 
 
-class OnnxModule(nn.Module):
-    """An ONNX embedding export behind the ``nn.Module`` interface the extractor batches through."""
+class ExportedModule(nn.Module):
+    """An exported embedding model (``.pt2``, ``.onnx``, legacy ``.ts``) behind the
+    ``nn.Module`` interface the extractor batches through."""
 
     def __init__(self, path: Path):
         super().__init__()
-        import onnxruntime  # optional at import time: only exported ONNX models need it
-
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.run = load_exported(path)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {"images": images.numpy()})[0])
+        return torch.from_numpy(np.ascontiguousarray(self.run(images.contiguous())))
 
 
 class Embedder:
-    """``Embedder.open(path)``: a training checkpoint, a TorchScript ``.pt/.ts`` or an ``.onnx`` export.
+    """``Embedder.open(path)``: a training checkpoint, or a ``.pt2`` / ``.onnx`` / legacy ``.ts`` export.
 
     Calling it on image paths returns L2-normalised float32 embeddings through the one embedding
     path, :class:`~reid.models.FeatureExtractor`; ``model_hash`` is the SHA-256 of the checkpoint
@@ -46,15 +46,12 @@ class Embedder:
         path = Path(path)
         if not path.is_file():
             raise DatasetError(f"{path}: model file not found")
-        if path.suffix in (".onnx", ".ts") or Path(f"{path}.json").is_file():
+        if path.suffix in (".onnx", ".ts", ".pt2") or Path(f"{path}.json").is_file():
             sidecar = Path(f"{path}.json")
             if not sidecar.is_file():
                 raise DatasetError(f"{sidecar}: missing (export with tools/export_model.py)")
             meta = json.loads(sidecar.read_text())
-            if path.suffix == ".onnx":
-                module, device = OnnxModule(path), "cpu"
-            else:
-                module = torch.jit.load(str(path), map_location="cpu").eval()
+            module, device = ExportedModule(path), "cpu"
             extractor = FeatureExtractor(module, tuple(meta["image_size"]), device, batch_size)
             return cls(extractor, meta["image_size"], meta.get("source_hash", ""))
         model, cfg = load_model(path)

@@ -12,8 +12,10 @@ from ..data import arrays, load_dataset
 from ..evaluation.features_io import FeatureSet, load_features, save_features
 from ..evaluation.pipeline import evaluate_features, top_k
 from ..evaluation.plots import (
+    hit_caption,
     plot_cmc,
     plot_verification,
+    query_caption,
     ranked_list_image,
     save_ranked_lists,
 )
@@ -41,6 +43,15 @@ def features_from_checkpoint(
             )
         )
     return sets[0], sets[1], size
+
+
+def top_k_scores(query, gallery, metric: str, q: int, neighbours: list[int]) -> list[float]:
+    """The scores of query ``q`` against its listed neighbours (cosine, or −squared distance)."""
+    a = query.features[q].astype(np.float64)
+    b = gallery.features[neighbours].astype(np.float64)
+    if metric == "cosine":
+        return list((b @ a) / (np.linalg.norm(b, axis=1) * np.linalg.norm(a) + 1e-12))
+    return list(-((b - a) ** 2).sum(1))
 
 
 def run_evaluation(
@@ -129,15 +140,25 @@ def run_evaluation(
         rows = valid[np.argsort(result.ap[valid], kind="stable")] if worst_first else valid
         rows = rows[:ranked]
         lists = top_k(query, gallery, metric, topk, rows)
-        images = [
-            ranked_list_image(
-                query.paths[q],
-                [gallery.paths[g] for g in nb],
-                [bool(gallery.pids[g] == query.pids[q]) for g in nb],
-                size,
+        images = []
+        for q, nb in zip(rows, lists):
+            nb = list(nb)
+            scores = top_k_scores(query, gallery, metric, q, nb)
+            images.append(
+                ranked_list_image(
+                    query.paths[q],
+                    [gallery.paths[g] for g in nb],
+                    [bool(gallery.pids[g] == query.pids[q]) for g in nb],
+                    size,
+                    query_label=query_caption(
+                        query.paths[q], int(query.pids[q]), int(query.camids[q]), result.ap[q]
+                    ),
+                    hit_labels=[
+                        hit_caption(r + 1, scores[r], int(gallery.pids[g]), int(gallery.camids[g]))
+                        for r, g in enumerate(nb)
+                    ],
+                )
             )
-            for q, nb in zip(rows, lists)
-        ]
         save_ranked_lists(images, str(out / "ranked_lists.png"))
         files["ranked_lists"] = str(out / "ranked_lists.png")
     return {"result": result, "verification": verification, "summary": summary, "files": files}

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..data import arrays, load_dataset
 from ..errors import ReidError
-from ..evaluation.plots import ranked_list_image, save_ranked_lists
+from ..evaluation.plots import hit_caption, query_caption, ranked_list_image, save_ranked_lists
 from ..evaluation.verification import open_set_threshold, verification_metrics
 from ..index.gallery import GalleryIndex, IndexFormatError, check_index_target
 from ..index.sources import Embedder, gallery_records, image_folder_records
@@ -209,7 +209,20 @@ def search(
         for q, group in table.groupby("query"):
             known = q_pids[q] >= 0
             matches = [bool(p == q_pids[q]) if known and p >= 0 else None for p in group["pid"]]
-            rows.append(ranked_list_image(records[q].path, list(group["path"]), matches, size))
+            rows.append(
+                ranked_list_image(
+                    records[q].path,
+                    list(group["path"]),
+                    matches,
+                    size,
+                    query_label=query_caption(records[q].path, int(q_pids[q]), int(q_camids[q])),
+                    hit_labels=[
+                        hit_caption(int(r.rank), float(r.score), int(r.pid), int(r.camid))
+                        + (["match" if r.match else "below τ"] if "match" in group else [])
+                        for r in group.itertuples()
+                    ],
+                )
+            )
         if rows:
             save_ranked_lists(rows[:16], str(out_dir / "results.png"))
         if "recall" in result:

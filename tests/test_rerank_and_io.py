@@ -105,3 +105,34 @@ def test_top_k_skips_same_camera_matches_and_junk():
     )
     q = FeatureSet(np.array([[1, 0]], np.float32), np.array([5]), np.array([0]), np.array(["q"]))
     assert top_k(q, g, "cosine", 2, np.array([0]))[0].tolist() == [2, 3]
+
+
+RERANK_MEMORY = """
+import resource, sys
+import numpy as np
+from reid.evaluation.rerank import KReciprocalReranker
+rng = np.random.default_rng(0)
+centers = rng.normal(size=(400, 1024)).astype(np.float32)
+ids = rng.integers(0, 400, 4000)
+x = centers[ids] + rng.normal(size=(4000, 1024)).astype(np.float32)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+reranker = KReciprocalReranker(x[:500], x[500:])
+reranker(0, 100)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def test_rerank_memory_stays_bounded():
+    """N = 4,000 × 1,024-d: V has ~10⁵ entries, so gathering their feature rows at once (the old
+    code) costs ≈ entries × D × 8 bytes ≈ 1 GB; chunked it stays far below. Peak RSS growth in a
+    fresh process, so the bound cannot regress unnoticed."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = subprocess.run(
+        [sys.executable, "-c", RERANK_MEMORY], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    growth_mib = float(out.stdout.strip().splitlines()[-1])
+    assert growth_mib < 300, f"re-ranking grew the process by {growth_mib:.0f} MiB"

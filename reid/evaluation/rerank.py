@@ -13,8 +13,9 @@ Same algorithm and numbers as torchreid's ``re_ranking`` (k1=20, k2=6, λ=0.3), 
 
 Peers build several dense N×N matrices (fast-reid #404: out of memory on MSMT17). Here the
 nearest neighbours come from a FAISS exact search, ``V`` is a sparse matrix with O(N·k) entries,
-the row maxima from a FAISS farthest-point search, and the final (Q, G) distance is produced in
-blocks of queries, so memory is O(N·k + block·G).
+the row maxima from a FAISS farthest-point search, the dot products behind V's entries are
+computed in chunks of ``PAIR_CHUNK_BYTES``, and the final (Q, G) distance is produced in blocks of
+queries, so memory is O(N·k + block·G + N·D) (the features themselves).
 """
 
 from __future__ import annotations
@@ -70,6 +71,21 @@ def _reciprocal(knn: np.ndarray, k: int) -> list[np.ndarray]:
     return [forward[i][mask[i]] for i in range(len(knn))]
 
 
+#: bytes of gathered feature rows per chunk when computing the dot products of V's entries
+PAIR_CHUNK_BYTES = 32 * 2**20
+
+
+def _pair_dots(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``x[rows[e]] · x[cols[e]]`` for every entry e, in chunks: the gathered rows never exceed
+    ``PAIR_CHUNK_BYTES`` (a single gather would hold entries × D floats, O(N·k·D))."""
+    step = max(1, PAIR_CHUNK_BYTES // (4 * x.shape[1]))
+    out = np.empty(len(rows), dtype=np.float64)
+    for start in range(0, len(rows), step):
+        r, c = rows[start : start + step], cols[start : start + step]
+        out[start : start + step] = np.einsum("ij,ij->i", x[r], x[c], dtype=np.float32)
+    return out
+
+
 def _encodings(
     x: np.ndarray, knn: np.ndarray, max_sq: np.ndarray, metric: str, k1: int, k2: int
 ) -> sp.csr_matrix:
@@ -87,8 +103,7 @@ def _encodings(
         chosen = np.unique(np.concatenate(expansion))
         rows.append(np.full(len(chosen), i)), cols.append(chosen)
     rows, cols = np.concatenate(rows), np.concatenate(cols)
-    xt = torch.from_numpy(x)
-    dots = (xt[rows] * xt[cols]).sum(1).numpy().astype(np.float64)
+    dots = _pair_dots(x, rows, cols)
     if metric == "cosine":
         dist = 1.0 - dots
     else:

@@ -31,7 +31,10 @@ def summarise(features: torch.Tensor, labels: torch.Tensor, reference: torch.Ten
     cos = centers @ centers.T
     off = cos[~torch.eye(len(classes), dtype=torch.bool)]
     angle = torch.rad2deg(torch.acos((centers * reference).sum(1).clamp(-1, 1)))
-    return {"mean_pairwise_cosine": float(off.mean()), "angle_to_train_mode_mean_deg": float(angle.mean())}
+    return {
+        "mean_pairwise_cosine": float(off.mean()),
+        "angle_to_train_mode_mean_deg": float(angle.mean()),
+    }
 
 
 def main() -> None:
@@ -41,7 +44,9 @@ def main() -> None:
     parser.add_argument("--size", default="128x64")
     parser.add_argument(
         "--weights",
-        default=os.environ.get("REID_MOBILENET_V2_WEIGHTS", "../shared/weights/mobilenet_v2_imagenet.pth"),
+        default=os.environ.get(
+            "REID_MOBILENET_V2_WEIGHTS", "../shared/weights/mobilenet_v2_imagenet.pth"
+        ),
     )
     parser.add_argument("--out", default="benchmarks/results/ir_study/center_init.json")
     args = parser.parse_args()
@@ -75,8 +80,16 @@ def main() -> None:
         }
         print(name, json.dumps(results[name], indent=1))
     with open(args.out, "w") as handle:
-        json.dump({"command": "python benchmarks/center_init.py " + " ".join(
-            f"--{k} {v}" for k, v in vars(args).items()), "size": args.size, **results}, handle, indent=1)
+        json.dump(
+            {
+                "command": "python benchmarks/center_init.py "
+                + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+                "size": args.size,
+                **results,
+            },
+            handle,
+            indent=1,
+        )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import pytest
 
 from reid.config import ConfigError, load_config
 from reid.data.synthetic import SyntheticSpec, generate
+from reid.engine.checkpoint import load_checkpoint
 from reid.engine.trainer import NonFiniteLossError, fit
 from reid.errors import OutputError, ReidError
 from reid.index import GalleryIndex
@@ -284,6 +285,20 @@ def test_non_finite_loss_in_the_first_epoch_claims_no_checkpoint(
     with pytest.raises(NonFiniteLossError, match="no checkpoint was written"):
         fit(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_failing_evaluation_keeps_the_epoch_just_trained(synthetic_root, tmp_path, monkeypatch):
+    """an evaluation that fails after an epoch → the epoch's last.pt is kept, then the error."""
+    from reid.engine import trainer
+
+    def broken(run):
+        raise ReidError("evaluation broke")
+
+    monkeypatch.setattr(trainer, "_evaluate_now", broken)
+    cfg = load_config(None, [f"data.root={synthetic_root}", *TINY_TRAIN])
+    with pytest.raises(ReidError, match="evaluation broke"):
+        fit(cfg, tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run")["epoch"] == 1
 
 
 def test_search_topk_zero_is_one_line(tiny_checkpoint, synthetic_root, tmp_path):

@@ -459,7 +459,12 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
             last = epoch == cfg.train.epochs
             record = {"epoch": epoch, **stats}
             if main and (last or (cfg.eval.every and epoch % cfg.eval.every == 0)):
-                record.update(_evaluate_now(run))
+                try:
+                    record.update(_evaluate_now(run))
+                except BaseException:  # keep the epoch just trained, then report the failure
+                    run.history.append(record)
+                    _save(run, epoch, "last.pt")
+                    raise
             if main:
                 run.history.append(record)
                 with open(run_dir / "metrics.jsonl", "a") as handle:

@@ -138,13 +138,13 @@ def test_tools_run(tmp_path):
     )
     assert "contact sheet" in run.stdout and (out / "contact_sheet.png").is_file()
     run = subprocess.run(
-        [sys.executable, "tools/dataset_stats.py", str(out)],
+        [sys.executable, "tools/dataset_stats.py", str(out), "--plot", str(tmp_path / "h.png")],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert "train" in run.stdout and (out / "images_per_id.png").is_file()
+    assert "train" in run.stdout and (tmp_path / "h.png").is_file()
     bad = subprocess.run(
         [sys.executable, "tools/dataset_stats.py", str(tmp_path / "missing")],
         cwd=REPO,

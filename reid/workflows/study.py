@@ -223,8 +223,9 @@ def _plot(table: pd.DataFrame, grid: Grid, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-    for arm in grid.arms:
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=100)
+    colours = plt.cm.tab20.colors
+    for i, arm in enumerate(grid.arms):
         g = table[table.arm == arm.name]
         if g.empty:
             continue
@@ -236,14 +237,15 @@ def _plot(table: pd.DataFrame, grid: Grid, path: Path) -> None:
             marker="o",
             capsize=3,
             label=arm.name,
-            linestyle="--" if "ir" in arm.name else "-",
+            color=colours[(2 * i) % 20 + (i * 2 // 20) % 2],
+            linestyle="--" if "_ir" in arm.name else "-",
         )
     ax.set_xscale("log")
     ax.set_xlabel("imbalance ρ of the training set (log)")
     ax.set_ylabel("held-out mAP (%)")
     ax.set_title("Market-1501 held-out split: mAP vs imbalance (mean ± std over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -218,7 +218,7 @@ def search(
                     query_label=query_caption(records[q].path, int(q_pids[q]), int(q_camids[q])),
                     hit_labels=[
                         hit_caption(int(r.rank), float(r.score), int(r.pid), int(r.camid))
-                        + (["match" if r.match else "below τ"] if "match" in group else [])
+                        + (["match" if r.match else "below thr."] if "match" in group else [])
                         for r in group.itertuples()
                     ],
                 )

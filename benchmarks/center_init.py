@@ -62,7 +62,6 @@ def main() -> None:
     ):
         model = ReIDModel(backbone, 1, "avg", 0, True, pretrained)
         train_f, train_y = train_mode_features(model, records, size, torch.device("cpu"), 64, 1)
-        train_centers = {}
         classes = torch.unique(train_y)
         reference = F.normalize(
             torch.stack([F.normalize(train_f[train_y == c], dim=1).mean(0) for c in classes]), dim=1

@@ -15,7 +15,7 @@ from ..data.transforms import build_transforms
 from ..errors import CheckpointError
 from ..heads import build_head, head_options
 from ..losses import CenterLoss, CrossEntropyLabelSmooth, TripletLoss
-from ..models import FeatureExtractor, ReIDModel
+from ..models import ReIDModel
 from ..models.checkpoint import (
     ARCHITECTURE_KEYS,
     load_embedding_state,
@@ -201,17 +201,6 @@ def build_train_loader(cfg: DictConfig, records, sampler, device: torch.device) 
             dataset, batch_size=cfg.sampler.batch_size, shuffle=True, drop_last=True, **kwargs
         )
     return DataLoader(dataset, batch_sampler=sampler, **kwargs)
-
-
-def build_extractor(cfg: DictConfig, model: nn.Module, device: torch.device) -> FeatureExtractor:
-    return FeatureExtractor(
-        model,
-        tuple(cfg.data.image_size),
-        str(device),
-        cfg.eval.batch_size,
-        cfg.data.workers,
-        cfg.eval.flip,
-    )
 
 
 def build_optimizer(cfg: DictConfig, module: nn.Module) -> torch.optim.Optimizer:

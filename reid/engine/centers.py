@@ -20,6 +20,8 @@ from ..data import arrays
 from ..data.dataset import ImageDataset
 from ..data.transforms import build_transforms
 
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
 
 @torch.no_grad()
 def train_mode_features(
@@ -43,7 +45,7 @@ def train_mode_features(
         batch_sampler=chunks,
         num_workers=workers,
     )
-    saved = {k: v.clone() for k, v in model.state_dict().items() if _is_bn_buffer(model, k)}
+    saved = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(BN_BUFFERS)}
     was_training = model.training
     model.train()
     features, labels = [], []
@@ -58,10 +60,6 @@ def train_mode_features(
         model.load_state_dict(saved, strict=False)
         model.train(was_training)
     return torch.cat(features), torch.cat(labels)
-
-
-def _is_bn_buffer(model: nn.Module, key: str) -> bool:
-    return key.endswith(("running_mean", "running_var", "num_batches_tracked"))
 
 
 def init_head_centers(core, records, cfg, device) -> None:

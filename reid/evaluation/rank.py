@@ -346,16 +346,12 @@ def _check_labels(num_query, num_gallery, query_pids, gallery_pids, query_camids
 
 
 def count_valid_queries(q_pids, q_camids, g_pids, g_camids) -> int:
-    """Queries with at least one positive under the protocol (same id, another camera or no
-    camera information; junk pid −1 never counts). Used to refuse an evaluation set up front."""
-    q_pids, q_camids = np.asarray(q_pids), np.asarray(q_camids)
-    g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
-    valid = 0
-    for pid in np.unique(q_pids[q_pids >= 0]):
-        cams = g_camids[g_pids == pid]
-        for camid in q_camids[q_pids == pid]:
-            valid += int(((cams != camid) | (cams == NO_CAMERA) | (camid == NO_CAMERA)).any())
-    return valid
+    """Queries with at least one positive under the protocol (``_Protocol``'s rule; junk pid −1
+    never counts). Used to refuse an evaluation set up front."""
+    labels = (np.asarray(a, dtype=np.int64) for a in (q_pids, g_pids, q_camids, g_camids))
+    protocol = _Protocol(*labels)
+    rows = np.unique(protocol.block(0, len(protocol.query_pids))[0])
+    return int((protocol.query_pids[rows] >= 0).sum())
 
 
 def _run(

@@ -168,12 +168,10 @@ def verification_metrics(
         tau = threshold_at(top_negatives, num_negative, f)
         fpr_tau[f] = tau
         tpr[f] = float((positives > tau).mean()) if len(positives) else float("nan")
-    has_impostor = np.isfinite(impostor)
-    impostor_desc = np.sort(impostor[has_impostor])[::-1]
     mated_queries = np.isfinite(mated)
     dir_at, far_tau = {}, {}
     for f in fars:
-        tau = threshold_at(impostor_desc, len(impostor_desc), f)
+        tau = open_set_threshold(impostor, f)
         far_tau[f] = tau
         hits = correct & (mated > tau)
         dir_at[f] = float(hits[mated_queries].mean()) if mated_queries.any() else float("nan")
@@ -184,7 +182,7 @@ def verification_metrics(
         fpr_threshold=fpr_tau,
         dir_at_far=dir_at,
         far_threshold=far_tau,
-        num_open_set_queries=int(has_impostor.sum()),
+        num_open_set_queries=int(np.isfinite(impostor).sum()),
         positive_hist=pos_hist if metric == "cosine" else None,
         negative_hist=neg_hist if metric == "cosine" else None,
         impostor_scores=impostor,

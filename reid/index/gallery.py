@@ -114,8 +114,8 @@ def clean_stale_temporaries(parent: Path) -> None:
     for path in parent.glob(".*"):
         if not path.is_dir() or not (".tmp-" in path.name or ".old-" in path.name):
             continue
-        names = {p.name for p in path.iterdir()}
-        if names <= INDEX_FILES and not any(p.is_dir() for p in path.iterdir()):
+        entries = list(path.iterdir())
+        if all(p.name in INDEX_FILES and p.is_file() for p in entries):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from ..data import arrays, load_dataset
 from ..errors import ReidError
 from ..evaluation.plots import hit_caption, query_caption, ranked_list_image, save_ranked_lists
-from ..evaluation.verification import open_set_threshold, verification_metrics
+from ..evaluation.verification import verification_metrics
 from ..index.gallery import GalleryIndex, IndexFormatError, check_index_target
 from ..index.sources import Embedder, gallery_records, image_folder_records
 from ..outputs import check_no_overlap, check_writable_parent
@@ -148,7 +148,7 @@ def calibrate_threshold(embedder: Embedder, dataset, far: float, source: str) ->
         fars=(far,),
         fprs=(),
     )
-    tau = open_set_threshold(result.impostor_scores, far)
+    tau = result.far_threshold[far]
     impostors = result.impostor_scores[np.isfinite(result.impostor_scores)]
     return {
         "threshold": tau,

@@ -104,7 +104,7 @@ def _overrides(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> list[s
     return items
 
 
-def _result_from_history(history: list[dict], cfg, arm: Arm, rho, seed, wall_s) -> dict:
+def _result_from_history(history: list[dict], cfg, arm: Arm, rho, seed) -> dict:
     last = history[-1]
     first = history[0]
     return {
@@ -117,7 +117,7 @@ def _result_from_history(history: list[dict], cfg, arm: Arm, rho, seed, wall_s) 
         "rank1": last.get("rank1"),
         "mAP": last.get("mAP"),
         "mINP": last.get("mINP"),
-        "wall_s": wall_s,
+        "wall_s": None,  # set by run_one: this invocation's wall time
         "center_angle_rare": last.get("center_angle_rare"),
         "center_angle_mid": last.get("center_angle_mid"),
         "center_angle_frequent": last.get("center_angle_frequent"),
@@ -144,7 +144,7 @@ def run_one(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> dict:
 
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics = train_torchreid(cfg, run_dir)
-        result = _result_from_history([metrics], cfg, arm, rho, seed, 0.0)
+        result = _result_from_history([metrics], cfg, arm, rho, seed)
     else:
         checkpoint = None
         if (run_dir / "last.pt").is_file():
@@ -160,7 +160,7 @@ def run_one(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> dict:
                 remove_run(run_dir)
             fit(cfg, run_dir, progress=False)
             history = load_checkpoint(run_dir / "last.pt")["history"]
-        result = _result_from_history(history, cfg, arm, rho, seed, 0.0)
+        result = _result_from_history(history, cfg, arm, rho, seed)
     # wall time of this invocation; a run resumed after a kill also lost the time before it
     result["wall_s"] = round(time.perf_counter() - start, 1)
     result["resumed"] = resumed

@@ -1,37 +1,45 @@
-"""Evaluator benchmark: ours vs torchreid's evaluate_rank (python path) vs a bare matmul.
+"""Evaluator benchmark: ours vs the peers' evaluators as their users run them vs a bare GEMM.
 
-Market scale (3,368 × 15,913 × 2,048) runs all three in one process on the same features and
-checks the metrics agree; MSMT17 scale (11,659 × 82,161 × 2,048) runs ours alone (torchreid's
-dense matrix would be 3.8 GB float32 plus an int64 argsort of 7.7 GB) and reports peak RSS.
-Features are synthetic with identity structure: per-identity centers, a per-camera shift and
-noise tuned so that mAP lands where BoT's does on Market (~0.86); ~17 gallery images per identity
-plus distractors, like Market's test split. The floor is the faster of two bare float32 GEMMs of
-the same size (torch/MKL and NumPy/OpenBLAS), both reported.
+In one process, on the same synthetic features: our ``evaluate_rank`` (from features), fast-reid's
+compiled Cython evaluator built from its released package (``benchmarks/peers.py``) on its own
+torch distance matrix, torchreid's installed ``evaluate_rank`` (its package ships no compiled
+module, so its users get the Python path; Market scale only) on its own distance matrix, and the
+floor: a bare float32 GEMM of the same size (NumPy/OpenBLAS and torch, the faster counts). Each
+side's extra memory is measured in a separate fresh process (peak RSS above the inputs, sampled
+every 10 ms). Features have identity structure at two difficulties: ``easy`` (noise 2.5: mAP ≈
+0.86 at Market scale, BoT-like) and ``hard`` (noise 3.1: mAP ≈ 0.47, positives rank deep).
 
-    python benchmarks/bench_eval.py --scale market   # writes benchmarks/results/eval_market.json
-    python benchmarks/bench_eval.py --scale msmt     # writes benchmarks/results/eval_msmt.json
+    pip install -e ".[bench]"   # Cython (also in dev), to build fast-reid's evaluator (and a C compiler)
+    python benchmarks/bench_eval.py --scale market              # → results/eval_market.json
+    python benchmarks/bench_eval.py --scale msmt --repeats 1    # → results/eval_msmt.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from reid.evaluation import evaluate_distmat, evaluate_rank
+sys.path.insert(0, str(Path(__file__).parent))
+import peers  # noqa: E402
 
-SCALES = {"market": (3368, 15913, 751, 2798), "msmt": (11659, 82161, 3060, 0)}
+from reid.evaluation import evaluate_distmat, evaluate_rank  # noqa: E402
+
+SCALES = {
+    "market": (3368, 15913, 751, 2798),
+    "msmt": (11659, 82161, 3060, 0),
+    "tiny": (300, 2000, 100, 200),  # a smoke run of the script
+}
 RESULTS = Path(__file__).parent / "results"
-
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
 
 
 def make_features(num_query, num_gallery, ids, distractors, dim=2048, noise=2.5, seed=0):
@@ -100,29 +108,66 @@ def best_of(function, repeats):
     return min(times), value
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--scale", choices=list(SCALES), default="market")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    num_query, num_gallery, ids, distractors = SCALES[args.scale]
-    qf, gf, qp, gp, qc, gc = make_features(num_query, num_gallery, ids, distractors)
-    rss_inputs = peak_rss_gib()
-    q, g = torch.from_numpy(qf), torch.from_numpy(gf)
-    report = {
-        "scale": args.scale,
-        "queries": num_query,
-        "gallery": num_gallery,
-        "dim": qf.shape[1],
-        "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "peak_rss_after_inputs_gib": round(rss_inputs, 3),
-    }
+DIFFICULTY = {"easy": 2.5, "hard": 3.1}
+SIDES = ("ours", "fastreid_cython", "torchreid_python")
 
-    # the floor: one float32 matrix multiply of the same size (no ranking at all), two BLAS
+
+def inputs(scale: str, difficulty: str):
+    num_query, num_gallery, ids, distractors = SCALES[scale]
+    return make_features(num_query, num_gallery, ids, distractors, noise=DIFFICULTY[difficulty])
+
+
+def run_side(side: str, qf, gf, qp, gp, qc, gc, cython=None):
+    """One side end to end from features: (seconds of distances, seconds of metrics, cmc, mAP, mINP)."""
+    q, g = torch.from_numpy(qf), torch.from_numpy(gf)
+    start = time.perf_counter()
+    if side == "ours":
+        result = evaluate_rank(qf, gf, qp, gp, qc, gc, metric="cosine")
+        return 0.0, time.perf_counter() - start, result.cmc, result.mAP, result.mINP, result
+    if side == "fastreid_cython":
+        distmat = peers.fastreid_cosine_distance(q, g)
+        middle = time.perf_counter()
+        cmc, mAP, mINP = peers.fastreid_evaluate(cython, distmat, qp, gp, qc, gc)
+    else:
+        distmat = peers.torchreid_cosine_distance(q, g)
+        middle = time.perf_counter()
+        cmc, mAP = peers.torchreid_python(distmat, qp, gp, qc, gc)
+        mINP = float("nan")
+    return middle - start, time.perf_counter() - middle, np.asarray(cmc), mAP, mINP, distmat
+
+
+def child(args) -> None:
+    """Extra memory of one side, alone in this process: peak RSS above the inputs."""
+    qf, gf, qp, gp, qc, gc = inputs(args.scale, args.difficulty)
+    cython = peers.load_module(Path(args.cython)) if args.cython else None
+    with RssSampler() as rss:
+        run_side(args.child, qf, gf, qp, gp, qc, gc, cython)
+    print(
+        json.dumps(
+            {
+                "rss_before_gib": round(rss.before / 2**30, 3),
+                "rss_peak_gib": round(rss.peak / 2**30, 3),
+                "extra_gib": round((rss.peak - rss.before) / 2**30, 3),
+            }
+        )
+    )
+
+
+def memory_of(side: str, args, cython_path) -> dict:
+    command = [sys.executable, __file__, "--scale", args.scale, "--child", side]
+    command += ["--difficulty", args.difficulty]
+    if cython_path:
+        command += ["--cython", str(cython_path)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def difficulty_report(args, difficulty: str, cython, cython_path) -> dict:
+    qf, gf, qp, gp, qc, gc = inputs(args.scale, difficulty)
+    num_query = len(qf)
+    q, g = torch.from_numpy(qf), torch.from_numpy(gf)
+    report = {"noise": DIFFICULTY[difficulty]}
+
     def torch_matmul():
         for start in range(0, num_query, 1024):
             q[start : start + 1024] @ g.T
@@ -131,66 +176,107 @@ def main() -> None:
         for start in range(0, num_query, 1024):
             qf[start : start + 1024] @ gf.T
 
-    report["matmul_torch_s"], _ = best_of(torch_matmul, args.repeats)
-    report["matmul_numpy_s"], _ = best_of(numpy_matmul, args.repeats)
-    report["matmul_s"] = min(report["matmul_torch_s"], report["matmul_numpy_s"])
-    report["ours_s"], ours = best_of(
-        lambda: evaluate_rank(qf, gf, qp, gp, qc, gc, metric="cosine"), args.repeats
-    )
-    with RssSampler() as rss:  # a separate run: the sampling thread would disturb the timing
-        evaluate_rank(qf, gf, qp, gp, qc, gc, metric="cosine")
-    report["rss_before_evaluator_gib"] = round(rss.before / 2**30, 3)
-    report["rss_peak_during_evaluator_gib"] = round(rss.peak / 2**30, 3)
-    report["evaluator_working_set_gib"] = round((rss.peak - rss.before) / 2**30, 3)
-    report["inputs_gib"] = round((qf.nbytes + gf.nbytes) / 2**30, 3)
-    report["peak_rss_gib"] = round(peak_rss_gib(), 3)
-    report["ours_over_matmul"] = report["ours_s"] / report["matmul_s"]
-    report.update(
-        {
-            "rank1": ours.rank(1),
-            "mAP": ours.mAP,
-            "mINP": ours.mINP,
-            "valid_queries": ours.num_valid_queries,
+    report["gemm_torch_s"], _ = best_of(torch_matmul, args.repeats)
+    report["gemm_numpy_s"], _ = best_of(numpy_matmul, args.repeats)
+    report["gemm_s"] = min(report["gemm_torch_s"], report["gemm_numpy_s"])
+    sides = ["ours", "fastreid_cython"] + (["torchreid_python"] if args.scale != "msmt" else [])
+    results = {}
+    for side in sides:
+        repeats = 1 if side == "torchreid_python" else args.repeats
+        best = None
+        for _ in range(repeats):
+            timing = run_side(side, qf, gf, qp, gp, qc, gc, cython)
+            if best is None or sum(timing[:2]) < sum(best[:2]):
+                best = timing
+        dist_s, metric_s, cmc, mAP, mINP, extra = best
+        results[side] = best
+        entry = {
+            "distances_s": round(dist_s, 4),
+            "metrics_s": round(metric_s, 4),
+            "total_s": round(dist_s + metric_s, 4),
+            "rank1": float(cmc[0]),
+            "mAP": float(mAP),
+            "mINP": float(mINP),
         }
-    )
-    if args.scale == "market":
-        from torchreid.reid.metrics import evaluate_rank as torchreid_evaluate_rank
+        if side == "ours":
+            entry["stages_s"] = {k: round(v, 4) for k, v in extra.timings.items()}
+        report[side] = entry
+        print(f"[{args.scale}/{difficulty}] {side}: {entry['total_s']:.2f} s", flush=True)
+    ours = report["ours"]
+    ours["over_gemm"] = round(ours["total_s"] / report["gemm_s"], 4)
+    for side in sides[1:]:
+        peer = report[side]
+        peer["ours_speedup"] = round(peer["total_s"] / ours["total_s"], 3)
+        cmc = results[side][2]
+        peer["abs_diff_mAP_vs_ours"] = abs(peer["mAP"] - ours["mAP"])
+        peer["max_abs_diff_cmc_vs_ours"] = float(np.abs(cmc - results["ours"][2]).max())
+        if side == "fastreid_cython":
+            peer["abs_diff_mINP_vs_ours"] = abs(peer["mINP"] - ours["mINP"])
+            # the same metric code on fast-reid's own matrix: what is left is float32 ties,
+            # where the peers' quicksort order is arbitrary and ours puts the lower index first
+            same = evaluate_distmat(results[side][5], qp, gp, qc, gc)
+            peer["on_its_distmat_abs_diff_mAP"] = abs(peer["mAP"] - same.mAP)
+    del results
+    if not args.no_memory:
+        for side in sides:
+            report[side]["memory"] = memory_of(
+                side, argparse.Namespace(**{**vars(args), "difficulty": difficulty}), cython_path
+            )
+    return report
 
-        start = time.perf_counter()
-        distmat = (
-            1 - torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(g, dim=1).T
-        ).numpy()
-        report["torchreid_distmat_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        cmc, mAP = torchreid_evaluate_rank(distmat, qp, gp, qc, gc, max_rank=50, use_cython=False)
-        report["torchreid_evaluate_rank_s"] = time.perf_counter() - start
-        report["speedup_vs_torchreid_evaluate_rank"] = (
-            report["torchreid_evaluate_rank_s"] / report["ours_s"]
-        )
-        report["speedup_vs_torchreid_distmat_plus_rank"] = (
-            report["torchreid_evaluate_rank_s"] + report["torchreid_distmat_s"]
-        ) / report["ours_s"]
-        report["abs_diff_mAP"] = abs(mAP - ours.mAP)
-        report["max_abs_diff_cmc"] = float(np.abs(cmc - ours.cmc).max())
-        # the same metric code on torchreid's own matrix: differences above come from the GEMMs
-        same = evaluate_distmat(distmat, qp, gp, qc, gc)
-        report["on_torchreid_distmat_abs_diff_mAP"] = abs(mAP - same.mAP)
-        report["on_torchreid_distmat_max_abs_diff_cmc"] = float(np.abs(cmc - same.cmc).max())
-        # exact float32 ties between a positive and another kept item: there torchreid's
-        # quicksort order is arbitrary, ours puts the lower gallery index first
-        tied = 0
-        for row, pid, cam in zip(distmat, qp, qc):
-            keep = ~((gp == pid) & (gc == cam))
-            positive = row[keep & (gp == pid)]
-            tied += int(np.isin(positive, row[keep & (gp != pid)]).sum())
-        report["positives_tied_with_a_negative"] = tied
-    else:
-        report["torchreid_theoretical_distmat_gib"] = num_query * num_gallery * 4 / 2**30
-        report["torchreid_theoretical_argsort_gib"] = num_query * num_gallery * 8 / 2**30
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"eval_{args.scale}.json"
-    path.write_text(json.dumps(report, indent=2))
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scale", choices=list(SCALES), default="market")
+    parser.add_argument(
+        "--difficulty", choices=list(DIFFICULTY), nargs="+", default=list(DIFFICULTY)
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the separate-process memory runs"
+    )
+    parser.add_argument("--fastreid-wheel", help="a local fastreid wheel instead of pip download")
+    parser.add_argument("--out", help="result file (default: results/eval_SCALE.json)")
+    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--cython", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.difficulty = args.difficulty[0]
+        return child(args)
+    num_query, num_gallery, _, _ = SCALES[args.scale]
+    report = {
+        "scale": args.scale,
+        "queries": num_query,
+        "gallery": num_gallery,
+        "dim": 2048,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "command": "python benchmarks/bench_eval.py " + " ".join(sys.argv[1:]),
+    }
+    with tempfile.TemporaryDirectory(prefix="fastreid-cython-") as workdir:
+        wheel = Path(args.fastreid_wheel) if args.fastreid_wheel else None
+        cython_path = peers.build_fastreid_cython(Path(workdir), wheel)
+        cython = peers.load_module(cython_path)
+        for difficulty in args.difficulty:
+            report[difficulty] = difficulty_report(args, difficulty, cython, cython_path)
+    path = Path(args.out) if args.out else RESULTS / f"eval_{args.scale}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,8 +47,6 @@ METRICS = ("cosine", "euclidean")
 AP_MODES = ("torchreid", "market-official")
 #: Default working-set budget for one block of queries (scores and per-item counters).
 BLOCK_BYTES = 384 * 2**20
-#: Below this fraction of items scoring above a query's hardest positive, count on those alone.
-SPARSE_FRACTION = 0.05
 
 
 @dataclass
@@ -187,76 +186,68 @@ class _Protocol:
         return cat(pos_rows), cat(pos_cols), cat(rm_rows), cat(rm_cols)
 
 
+def _order_keys(values: torch.Tensor) -> torch.Tensor:
+    """int64 keys in the order of float32 ``values`` (−0.0 and +0.0 equal; no NaN): the IEEE bit
+    pattern read as int32, with the magnitude bits of negatives flipped."""
+    bits = (values + 0.0).view(torch.int32).long()  # + 0.0 turns −0.0 into +0.0
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2**31  # in [0, 2**32)
+
+
 def _positive_ranks(
-    scores: torch.Tensor, pos_rows: np.ndarray, pos_cols: np.ndarray
+    scores: torch.Tensor, pos_rows: np.ndarray, pos_cols: np.ndarray, excluded: torch.Tensor
 ) -> torch.Tensor:
     """1-based ranks of each row's positives (ascending, padded with a huge value): (B, P) int64.
 
-    ``scores`` (B, G) must already hold -inf at removed items.
+    ``scores`` (B, G) must already hold -inf at removed items; ``excluded`` (G,) bool marks
+    items that never count (junk). Every score is mapped to an integer key ``row·2³² + order``
+    so that one sorted 1-D array of the positives' keys serves all rows: a single binary search
+    per counted item gives ``c_g``, the number of positives of its row it strictly beats.
     """
     device, (num_rows, num_gallery) = scores.device, scores.shape
     counts = np.bincount(pos_rows, minlength=num_rows)
-    width = max(int(counts.max()) if counts.size else 0, 1)
-    rows_t = torch.from_numpy(pos_rows).to(device)
-    cols_t = torch.from_numpy(pos_cols).to(device)
-    slot = torch.from_numpy(
-        np.arange(len(pos_rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    ).to(device)
-    pos_scores = torch.full((num_rows, width), math.inf, device=device)
-    pos_index = torch.full((num_rows, width), num_gallery, dtype=torch.int64, device=device)
-    pos_scores[rows_t, slot] = scores[rows_t, cols_t]
-    pos_index[rows_t, slot] = cols_t
-    # sort positives by (score asc, index desc): "ascending key" when ties go to the lower index
-    order = torch.argsort(pos_index, dim=1, descending=True, stable=True)
-    pos_scores, pos_index = pos_scores.gather(1, order), pos_index.gather(1, order)
-    order = torch.argsort(pos_scores, dim=1, stable=True)
-    pos_scores, pos_index = pos_scores.gather(1, order), pos_index.gather(1, order)
+    width, total = max(int(counts.max()) if counts.size else 0, 1), len(pos_rows)
+    rows = torch.from_numpy(pos_rows).to(device)
+    cols = torch.from_numpy(pos_cols).to(device)
+    keys = (rows << 32) | _order_keys(scores[rows, cols])
+    # positives sorted by (row, score, index descending): of two equal positives the one with
+    # the lower index ranks first, so it is "beaten" by no equal one, the other by one
+    order = torch.argsort(cols, descending=True, stable=True)
+    order = order[torch.argsort(keys[order], stable=True)]
+    keys, rows, cols = keys[order], rows[order], cols[order]
+    starts = torch.from_numpy(np.cumsum(counts) - counts).to(device)
+    slot = torch.arange(total, device=device) - starts[rows]
 
-    # c_g = number of positives with score strictly below s_g. Only items scoring at least the
-    # lowest positive can have c_g >= 1, so when they are few (any decent model) the counting
-    # runs on them alone; otherwise a binary search over the whole block.
-    offsets_of = lambda rows: rows * (width + 1)  # noqa: E731
-    sel_rows, sel_cols = torch.nonzero(scores >= pos_scores[:, :1], as_tuple=True)
-    if sel_rows.numel() <= SPARSE_FRACTION * scores.numel():
-        values = scores[sel_rows, sel_cols]
-        row_positives = pos_scores[sel_rows]
-        beaten = (row_positives < values.unsqueeze(1)).sum(1)
-        flat = offsets_of(sel_rows) + beaten
-        candidate = row_positives.gather(1, beaten.clamp(max=width - 1).unsqueeze(1)).squeeze(1)
-        is_tie = candidate == values
-        tie_rows, tie_cols, tie_beaten = sel_rows[is_tie], sel_cols[is_tie], beaten[is_tie]
-    else:
-        beaten = torch.searchsorted(pos_scores, scores, right=False, out_int32=True)
-        flat = (beaten + offsets_of(torch.arange(num_rows, device=device).unsqueeze(1))).view(-1)
-        candidate = pos_scores.gather(1, beaten.long().clamp(max=width - 1))
-        tie_rows, tie_cols = torch.nonzero(candidate == scores, as_tuple=True)
-        tie_beaten = beaten[tie_rows, tie_cols].long()
-    hist = torch.bincount(flat, minlength=num_rows * (width + 1)).view(num_rows, width + 1)
-    suffix = hist.flip(1).cumsum(1).flip(1)  # suffix[b, L] = #{g : c_g >= L}, valid for L >= 1
-    at_or_below = torch.searchsorted(pos_scores, pos_scores, right=True)  # L(v) per positive
-    above = suffix.gather(1, at_or_below.clamp(max=width))
+    # counted items: those scoring at least their row's lowest positive (no other item beats
+    # any positive); on a decent model a few percent of the block. Flat indices, one pass each.
+    lowest = torch.full((num_rows,), math.inf, device=device)
+    first = slot == 0
+    lowest[rows[first]] = scores[rows[first], cols[first]]
+    flat = (scores >= lowest.unsqueeze(1)).view(-1).nonzero().squeeze(1)
+    item_rows = flat // num_gallery
+    if bool(excluded.any()):
+        keep = ~excluded[flat - item_rows * num_gallery]
+        flat, item_rows = flat[keep], item_rows[keep]
+    item_keys = (item_rows << 32) | _order_keys(scores.reshape(-1).take(flat))
+    below = torch.searchsorted(keys, item_keys)  # flat index of the row's first positive >= item
+    shift = torch.arange(num_rows, device=device) * (width + 1) - starts  # → row·(width+1) + c_g
+    hist = torch.bincount(below + shift[item_rows], minlength=num_rows * (width + 1))
+    suffix = hist.view(num_rows, width + 1).flip(1).cumsum(1).flip(1)  # #{g : c_g >= L}
+    above = suffix[rows, slot + 1]  # items strictly above each positive (equal ones skip c_g)
 
-    # exact ties with a positive: s_g equals the score of the lowest positive above c_g
-    if tie_rows.numel() > pos_rows.size:  # more than the positives tying with themselves
-        left = tie_beaten
-        tie_score = scores[tie_rows, tie_cols]
-        right = torch.searchsorted(
-            pos_scores[tie_rows], tie_score.unsqueeze(1), right=True
-        ).squeeze(1)
-        for offset in range(int((right - left).max())):
-            k = left + offset
-            ok = k < right
-            k = k.clamp(max=width - 1)
-            ok &= pos_index[tie_rows, k] > tie_cols
-            above.index_put_((tie_rows[ok], k[ok]), torch.ones_like(k[ok]), accumulate=True)
-    else:
-        # only self-ties: positive p is beaten by the other positives with an equal score and a
-        # lower index, which `above` (strict) missed; count them inside the tiny (B, P) matrix
-        same = pos_scores.unsqueeze(2) == pos_scores.unsqueeze(1)
-        lower = pos_index.unsqueeze(2) > pos_index.unsqueeze(1)
-        above += (same & lower).sum(2)
-    ranks = above + 1
-    ranks = torch.where(pos_scores.isinf(), torch.full_like(ranks, 2**62), ranks)
+    # exact ties: an item scoring exactly as a run of equal positives ranks before those of them
+    # with a higher index (each positive ties with itself, which adds nothing)
+    is_tie = item_keys == keys[below.clamp(max=total - 1)]
+    tie_cols = flat[is_tie] - item_rows[is_tie] * num_gallery
+    tie_first = below[is_tie]
+    tie_end = torch.searchsorted(keys, item_keys[is_tie], right=True)
+    for offset in range(int((tie_end - tie_first).max()) if tie_first.numel() else 0):
+        k = tie_first + offset
+        ok = k < tie_end
+        k = k.clamp(max=total - 1)
+        ok &= cols[k] > tie_cols
+        above.index_put_((k[ok],), torch.ones_like(k[ok]), accumulate=True)
+    ranks = torch.full((num_rows, width), 2**62, dtype=torch.int64, device=device)
+    ranks[rows, slot] = above + 1
     return ranks.sort(dim=1).values
 
 
@@ -292,26 +283,37 @@ def _evaluate(
     ap_all = np.full(num_query, np.nan)
     inp_all = np.full(num_query, np.nan)
     first_hit = np.zeros(num_query, dtype=np.int64)
-    junk = torch.from_numpy(protocol.junk).to(device)
+    excluded = torch.zeros(num_gallery, dtype=torch.bool, device=device)
+    excluded[torch.from_numpy(protocol.junk).to(device)] = True
+    stages = dict.fromkeys(("labels_s", "scores_s", "counting_s", "metrics_s"), 0.0)
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:  # wall time per stage (on CUDA: launch time, not kernel time)
+        nonlocal clock
+        now = time.perf_counter()
+        stages[stage] += now - clock
+        clock = now
+
     for start in range(0, num_query, block):
         end = min(start + block, num_query)
-        scores = score_block(start, end)
         pos_rows, pos_cols, rm_rows, rm_cols = protocol.block(start, end)
+        lap("labels_s")
+        if pos_rows.size == 0:  # no query of the block has a positive: no scores needed
+            continue
+        scores = score_block(start, end)
+        lap("scores_s")
         if rm_rows.size:
             scores[
                 torch.from_numpy(rm_rows).to(device), torch.from_numpy(rm_cols).to(device)
             ] = -math.inf
-        if junk.numel():
-            scores[:, junk] = -math.inf
+        ranks = _positive_ranks(scores, pos_rows, pos_cols, excluded).cpu().numpy()
+        lap("counting_s")
         n = np.bincount(pos_rows, minlength=end - start)
-        if pos_rows.size == 0:
-            continue
-        ranks = _positive_ranks(scores, pos_rows, pos_cols).cpu().numpy()
-        valid = n > 0
-        rows = np.nonzero(valid)[0]
+        rows = np.nonzero(n > 0)[0]
         ap_all[start + rows] = _ap_from_ranks(ranks[rows], n[rows], ap)
         inp_all[start + rows] = n[rows] / ranks[rows, n[rows] - 1]
         first_hit[start + rows] = ranks[rows, 0]
+        lap("metrics_s")
     valid = first_hit > 0
     num_valid = int(valid.sum())
     if num_valid == 0:
@@ -329,6 +331,7 @@ def _evaluate(
         ap=ap_all,
         inp=inp_all,
         first_hit=first_hit,
+        timings=stages,
     )
 
 

@@ -12,15 +12,15 @@ Same algorithm and numbers as torchreid's ``re_ranking`` (k1=20, k2=6, λ=0.3), 
    ``(1 − λ)·d_J + λ·d'``.
 
 Peers build several dense N×N matrices (fast-reid #404: out of memory on MSMT17). Here the
-nearest neighbours come from a FAISS exact search, ``V`` is a sparse matrix with O(N·k) entries,
-the row maxima from a FAISS farthest-point search, the dot products behind V's entries are
-computed in chunks of ``PAIR_CHUNK_BYTES``, and the final (Q, G) distance is produced in blocks of
-queries, so memory is O(N·k + block·G + N·D) (the features themselves).
+nearest neighbours and each row's farthest distance come from one exact pass of blocked matrix
+products (``NEIGHBOUR_BLOCK_BYTES`` of scores at a time), ``V`` is a sparse matrix with O(N·k)
+entries whose dot products are computed in chunks of ``PAIR_CHUNK_BYTES``, and the final (Q, G)
+distance is produced in blocks of queries, so memory is O(N·k + block·(N + G) + N·D) (the last
+term: one normalised copy of the features).
 """
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -39,29 +39,33 @@ def _distance(scores: torch.Tensor, metric: str) -> torch.Tensor:
     return 1.0 - scores if metric == "cosine" else -scores
 
 
-def _knn(x: np.ndarray, k: int, metric: str) -> np.ndarray:
-    index = faiss.IndexFlatIP(x.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(x.shape[1])
-    index.add(x)
-    _, neighbours = index.search(x, k)
-    return neighbours.astype(np.int64)
+#: bytes of one block of scores in the nearest/farthest neighbour pass
+NEIGHBOUR_BLOCK_BYTES = 128 * 2**20
 
 
-def _max_sq_distance(x: np.ndarray, metric: str) -> np.ndarray:
-    """max_j dist(i, j)² for every i, by a FAISS top-1 *farthest* search."""
-    if metric == "cosine":  # farthest = smallest inner product = largest IP with -x
-        index = faiss.IndexFlatIP(x.shape[1])
-        index.add(x)
-        sims, _ = index.search(-x, 1)
-        far = 1.0 + sims[:, 0]  # 1 - min cos
-    else:  # max_j |x_i|² + |x_j|² − 2 x_i·x_j  = |x_i|² + max_j [x_j, |x_j|²]·[−2 x_i, 1]
-        norms = (x.astype(np.float64) ** 2).sum(1)
-        base = np.hstack([x, norms[:, None]]).astype(np.float32)
-        queries = np.hstack([-2 * x, np.ones((len(x), 1), np.float32)]).astype(np.float32)
-        index = faiss.IndexFlatIP(base.shape[1])
-        index.add(base)
-        best, _ = index.search(queries, 1)
-        far = norms + best[:, 0]
-    return np.maximum(far, 0.0) ** 2
+def _neighbours(x: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest items of every item (itself included, nearest first) and
+    ``max_j dist(i, j)²``, from one exact pass of blocked matrix products over all N items
+    (memory O(block · N); the nearest and the farthest come from the same block of scores)."""
+    num = len(x)
+    step = max(1, NEIGHBOUR_BLOCK_BYTES // (4 * num))
+    knn = np.empty((num, k), dtype=np.int64)
+    max_sq = np.empty(num, dtype=np.float64)
+    squares = (x.astype(np.float64) ** 2).sum(1)
+    half_sq = torch.from_numpy((squares / 2).astype(np.float32))
+    for start in range(0, num, step):
+        end = min(start + step, num)
+        scores = torch.from_numpy(x[start:end] @ x.T)  # cosine: similarity, higher = closer
+        if metric == "euclidean":  # x_i·x_j − |x_j|²/2 = (|x_i|² − dist²)/2: higher = closer
+            scores.sub_(half_sq)
+        knn[start:end] = torch.topk(scores, k, dim=1).indices.numpy()
+        lowest = scores.min(dim=1).values.double().numpy()
+        if metric == "cosine":
+            far = 1.0 - lowest
+        else:
+            far = squares[start:end] - 2.0 * lowest
+        max_sq[start:end] = np.maximum(far, 0.0) ** 2
+    return knn, max_sq
 
 
 def _reciprocal(knn: np.ndarray, k: int) -> list[np.ndarray]:
@@ -134,8 +138,7 @@ class KReciprocalReranker:
         q, g = _prepare(query_features, metric), _prepare(gallery_features, metric)
         self.x = np.vstack([q, g])
         self.num_query, self.metric, self.lam = len(q), metric, lambda_value
-        knn = _knn(self.x, min(k1 + 1, len(self.x)), metric)
-        self.max_sq = _max_sq_distance(self.x, metric)
+        knn, self.max_sq = _neighbours(self.x, min(k1 + 1, len(self.x)), metric)
         v = _encodings(self.x, knn, self.max_sq, metric, k1, k2)
         self.v_query = v[: self.num_query].tocsr()
         self.v_gallery_csr = v[

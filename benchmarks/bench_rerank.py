@@ -27,7 +27,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_eval import DIFFICULTY, RssSampler, cpu_name, make_features  # noqa: E402
-
 from torchreid.reid.metrics import compute_distance_matrix  # noqa: E402
 from torchreid.reid.utils.rerank import re_ranking  # noqa: E402
 

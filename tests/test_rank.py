@@ -69,7 +69,10 @@ def sq_dist(qf, gf):
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("chunk", [None, 7])
 @pytest.mark.parametrize("hard", [False, True])
-def test_distmat_matches_naive_reference(ap, ties, chunk, hard):
+@pytest.mark.parametrize("slice_rows", [None, 3])
+def test_distmat_matches_naive_reference(ap, ties, chunk, hard, slice_rows, monkeypatch):
+    if slice_rows:  # the CPU counting walks each block in slices of rows
+        monkeypatch.setattr(rank_module, "COUNT_BYTES", slice_rows * 4 * 400)
     qf, gf, qp, gp, qc, gc = problem(1, ties=ties)
     if hard:  # weak features: positives rank deep, most items are counted
         qf = qf + np.random.default_rng(5).normal(scale=3.0, size=qf.shape).astype(np.float32)
@@ -83,6 +86,44 @@ def test_distmat_matches_naive_reference(ap, ties, chunk, hard):
     assert result.mAP == pytest.approx(mAP, abs=1e-12)
     assert result.mINP == pytest.approx(mINP, abs=1e-12)
     assert result.num_valid_queries == valid and result.num_invalid_queries == len(qp) - valid > 0
+
+
+def naive_positive_ranks(scores, pos_rows, pos_cols, countable):
+    """1 + #{countable g ≠ p : s_g > s_p, or s_g == s_p and g < p}, sorted per row."""
+    ranks = [[] for _ in range(len(scores))]
+    for r, p in zip(pos_rows, pos_cols):
+        row = scores[r]
+        ahead = (row > row[p]) | ((row == row[p]) & (np.arange(len(row)) < p))
+        ranks[r].append(1 + int((ahead & countable).sum()))
+    width = max(1, max(len(x) for x in ranks))
+    return np.array([sorted(x) + [2**62] * (width - len(x)) for x in ranks])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_torch_and_numpy_counting_agree_with_naive(seed):
+    """The CPU path (NumPy) and the device path (torch, used on CUDA) count the same ranks,
+    with exact ties (coarse scores, -0.0 and 0.0), junk and removed (-inf) items."""
+    rng = np.random.default_rng(seed)
+    rows, cols = 9, 300
+    scores = np.round(rng.normal(size=(rows, cols)) * 4).astype(np.float32) / 4
+    scores[scores == 0] = rng.choice([0.0, -0.0], size=int((scores == 0).sum()))
+    scores[rng.random((rows, cols)) < 0.05] = -np.inf  # removed
+    pos_rows = np.repeat(np.arange(rows - 1), rng.integers(1, 8, rows - 1))  # last row: none
+    pos_cols = np.concatenate(
+        [np.sort(rng.choice(cols, size=(pos_rows == r).sum(), replace=False)) for r in range(rows)]
+    )
+    finite = np.isfinite(scores[pos_rows, pos_cols])
+    scores[pos_rows[~finite], pos_cols[~finite]] = 0.5  # positives are never removed
+    countable = rng.random(cols) > 0.1
+    countable[pos_cols] = True  # positives are never junk
+    expected = naive_positive_ranks(scores, pos_rows, pos_cols, countable)
+    mask = np.empty(scores.shape, bool)
+    by_numpy = rank_module._positive_ranks_np(scores, pos_rows, pos_cols, countable, mask)
+    by_torch = rank_module._positive_ranks(
+        torch.from_numpy(scores), pos_rows, pos_cols, torch.from_numpy(countable)
+    ).numpy()
+    np.testing.assert_array_equal(by_numpy, expected)
+    np.testing.assert_array_equal(by_torch, expected)
 
 
 def test_order_keys_follow_float_order():

@@ -19,12 +19,15 @@ index ranks first (what a stable sort by score gives). torchreid's ``np.argsort`
 ties unspecified, so the two agree exactly on tie-free data.
 
 **How it is exact without sorting rows.** Scores (higher = better) are computed for a block of
-queries against the whole gallery with one matrix product, so peak memory is O(block × gallery).
-In each row the positives' scores are sorted (a handful per query), and every gallery item is
-assigned, by binary search, the number ``c_g`` of positives it strictly beats. A positive with
-score ``v`` has exactly ``#{g : c_g >= L(v)}`` items above it, where ``L(v)`` is the number of
-positives with score ``<= v``; a histogram of ``c_g`` and a suffix sum give every positive's rank
-at once. Items tied exactly with a positive are found in the same pass and added by index.
+queries against the whole gallery with one matrix product (``BLOCK_BYTES`` of scores), so peak
+memory is O(block × gallery). Only items scoring at least a query's lowest positive can outrank
+any positive; they are picked out with one comparison and a flat ``nonzero``. Each is assigned,
+by binary search among its row's sorted positives, the number ``c_g`` of positives it strictly
+beats; a positive in sorted place ``j`` has exactly ``#{g : c_g > j}`` items above it, which a
+histogram of ``c_g`` and a suffix sum give for every positive at once. Items tied exactly with a
+positive are found in the same pass and added by index. On the CPU the counting runs in NumPy
+on slices of rows that stay in cache (``COUNT_BYTES``); ``benchmarks/bench_eval.py`` measures it
+against the GEMM alone and against the peers' compiled evaluators.
 """
 
 from __future__ import annotations
@@ -45,8 +48,10 @@ log = logging.getLogger(__name__)
 
 METRICS = ("cosine", "euclidean")
 AP_MODES = ("torchreid", "market-official")
-#: Default working-set budget for one block of queries (scores and per-item counters).
-BLOCK_BYTES = 384 * 2**20
+#: Default budget for one block of query × gallery float32 scores (one GEMM). Larger blocks
+#: keep the GEMM efficient (each block streams the whole gallery through the BLAS once); the
+#: counting then walks the block in cache-sized slices of rows (``COUNT_BYTES``).
+BLOCK_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -141,13 +146,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def _block_size(num_gallery: int, chunk_size: int | None) -> int:
+def _block_size(num_gallery: int, chunk_size: int | None, bytes_per_item: int = 4) -> int:
     if chunk_size is not None:
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         return chunk_size
-    # per gallery item: float32 score + int32 count + int64 histogram slot + slack
-    return max(1, BLOCK_BYTES // (max(num_gallery, 1) * 24))
+    return max(1, BLOCK_BYTES // (max(num_gallery, 1) * bytes_per_item))
 
 
 # ----------------------------------------------------------------------------------------- core
@@ -194,21 +198,23 @@ def _order_keys(values: torch.Tensor) -> torch.Tensor:
 
 
 def _positive_ranks(
-    scores: torch.Tensor, pos_rows: np.ndarray, pos_cols: np.ndarray, excluded: torch.Tensor
+    scores: torch.Tensor, pos_rows: np.ndarray, pos_cols: np.ndarray, countable: torch.Tensor | None
 ) -> torch.Tensor:
     """1-based ranks of each row's positives (ascending, padded with a huge value): (B, P) int64.
 
-    ``scores`` (B, G) must already hold -inf at removed items; ``excluded`` (G,) bool marks
-    items that never count (junk). Every score is mapped to an integer key ``row·2³² + order``
-    so that one sorted 1-D array of the positives' keys serves all rows: a single binary search
-    per counted item gives ``c_g``, the number of positives of its row it strictly beats.
+    ``scores`` (B, G) must already hold -inf at removed items; ``countable`` (G,) bool is False
+    at items that never count (junk), or None. Every score is mapped to an integer key
+    ``row·2³² + order`` so that one sorted 1-D array of the positives' keys serves all rows: one
+    binary search per counted item gives ``c_g``, the number of positives of its row it beats.
+    M-sized steps use ``take`` (torch's advanced indexing is several times slower on the CPU).
     """
     device, (num_rows, num_gallery) = scores.device, scores.shape
+    flat_scores = scores.reshape(-1)
     counts = np.bincount(pos_rows, minlength=num_rows)
     width, total = max(int(counts.max()) if counts.size else 0, 1), len(pos_rows)
     rows = torch.from_numpy(pos_rows).to(device)
     cols = torch.from_numpy(pos_cols).to(device)
-    keys = (rows << 32) | _order_keys(scores[rows, cols])
+    keys = (rows << 32) | _order_keys(flat_scores.take(rows * num_gallery + cols))
     # positives sorted by (row, score, index descending): of two equal positives the one with
     # the lower index ranks first, so it is "beaten" by no equal one, the other by one
     order = torch.argsort(cols, descending=True, stable=True)
@@ -221,26 +227,31 @@ def _positive_ranks(
     # any positive); on a decent model a few percent of the block. Flat indices, one pass each.
     lowest = torch.full((num_rows,), math.inf, device=device)
     first = slot == 0
-    lowest[rows[first]] = scores[rows[first], cols[first]]
-    flat = (scores >= lowest.unsqueeze(1)).view(-1).nonzero().squeeze(1)
+    lowest[rows[first]] = flat_scores.take(rows[first] * num_gallery + cols[first])
+    mask = scores >= lowest.unsqueeze(1)
+    if countable is not None:
+        mask &= countable
+    flat = mask.view(-1).nonzero().squeeze(1)
+    del mask
     item_rows = flat // num_gallery
-    if bool(excluded.any()):
-        keep = ~excluded[flat - item_rows * num_gallery]
-        flat, item_rows = flat[keep], item_rows[keep]
-    item_keys = (item_rows << 32) | _order_keys(scores.reshape(-1).take(flat))
+    item_keys = (item_rows << 32) | _order_keys(flat_scores.take(flat))
     below = torch.searchsorted(keys, item_keys)  # flat index of the row's first positive >= item
-    shift = torch.arange(num_rows, device=device) * (width + 1) - starts  # → row·(width+1) + c_g
-    hist = torch.bincount(below + shift[item_rows], minlength=num_rows * (width + 1))
-    suffix = hist.view(num_rows, width + 1).flip(1).cumsum(1).flip(1)  # #{g : c_g >= L}
-    above = suffix[rows, slot + 1]  # items strictly above each positive (equal ones skip c_g)
+    # histogram of c_g with n_r + 1 bins per row, laid out row after row: bin below + row
+    hist = torch.bincount(below + item_rows, minlength=total + num_rows)
+    after = torch.cat([hist.flip(0).cumsum(0).flip(0), hist.new_zeros(1)])  # Σ of bins >= i
+    # items strictly above each positive: bins c_g > its slot, up to the row's end
+    ends = torch.from_numpy(np.cumsum(counts)).to(device)
+    above = after.take(torch.arange(total, device=device) + rows + 1) - after.take(
+        ends.take(rows) + rows + 1
+    )
 
     # exact ties: an item scoring exactly as a run of equal positives ranks before those of them
     # with a higher index (each positive ties with itself, which adds nothing)
-    is_tie = item_keys == keys[below.clamp(max=total - 1)]
-    tie_cols = flat[is_tie] - item_rows[is_tie] * num_gallery
-    tie_first = below[is_tie]
-    tie_end = torch.searchsorted(keys, item_keys[is_tie], right=True)
-    for offset in range(int((tie_end - tie_first).max()) if tie_first.numel() else 0):
+    tie = (item_keys == keys.take(below.clamp(max=total - 1))).nonzero().squeeze(1)
+    tie_cols = flat.take(tie) - item_rows.take(tie) * num_gallery
+    tie_first = below.take(tie)
+    tie_end = torch.searchsorted(keys, item_keys.take(tie), right=True)
+    for offset in range(int((tie_end - tie_first).max()) if tie.numel() else 0):
         k = tie_first + offset
         ok = k < tie_end
         k = k.clamp(max=total - 1)
@@ -249,6 +260,78 @@ def _positive_ranks(
     ranks = torch.full((num_rows, width), 2**62, dtype=torch.int64, device=device)
     ranks[rows, slot] = above + 1
     return ranks.sort(dim=1).values
+
+
+def _positive_ranks_np(
+    scores: np.ndarray,
+    pos_rows: np.ndarray,
+    pos_cols: np.ndarray,
+    countable: np.ndarray | None,
+    mask: np.ndarray,
+) -> np.ndarray:
+    """``_positive_ranks`` in NumPy, the CPU path (2-4× faster than torch's CPU kernels here
+    for compare, flat nonzero and take). Counted items come out of ``flatnonzero`` grouped by
+    row, so each row's binary search runs on its own few positives, in float32: no integer keys.
+    ``mask`` is a reused (B, G) bool buffer."""
+    num_rows, num_gallery = scores.shape
+    flat_scores = scores.reshape(-1)
+    counts = np.bincount(pos_rows, minlength=num_rows)
+    width, total = max(int(counts.max()) if counts.size else 0, 1), len(pos_rows)
+    values = flat_scores.take(pos_rows * num_gallery + pos_cols)
+    # positives sorted by (row, score, index descending): of two equal positives the one with
+    # the lower index ranks first, so it is "beaten" by no equal one, the other by one
+    order = np.lexsort((-pos_cols, values, pos_rows))
+    rows, cols, values = pos_rows[order], pos_cols[order], values[order]
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    slot = np.arange(total) - starts[rows]
+
+    # counted items: those scoring at least their row's lowest positive
+    lowest = np.full(num_rows, np.inf, dtype=np.float32)
+    lowest[rows[slot == 0]] = values[slot == 0]
+    np.greater_equal(scores, lowest[:, None], out=mask)
+    if countable is not None:
+        np.logical_and(mask, countable, out=mask)
+    flat = np.flatnonzero(mask)
+    items = flat_scores.take(flat)
+    bounds = np.searchsorted(flat, np.arange(num_rows + 1) * num_gallery)  # items per row
+    below = np.empty(len(flat), dtype=np.int64)  # c_g: positives of its row strictly below
+    for row in np.flatnonzero(counts):
+        lo, hi = bounds[row], bounds[row + 1]
+        below[lo:hi] = np.searchsorted(values[starts[row] : ends[row]], items[lo:hi])
+    item_rows = np.repeat(np.arange(num_rows), np.diff(bounds))
+    # histogram of c_g, n_r + 1 bins per row laid out row after row (row r's bins start at
+    # starts[r] + r); suffix sums give the items strictly above each positive
+    hist = np.bincount(below + starts[item_rows] + item_rows, minlength=total + num_rows)
+    after = np.append(np.cumsum(hist[::-1])[::-1], 0)  # after[i] = Σ hist[i:]
+    above = after.take(np.arange(total) + rows + 1) - after.take(ends[rows] + rows + 1)
+
+    # exact ties: an item scoring exactly as a run of equal positives ranks before those of them
+    # with a higher index (each positive ties with itself, which adds nothing)
+    inside = below < counts[item_rows]
+    at = np.minimum(starts[item_rows] + below, total - 1)
+    tie = np.flatnonzero(inside & (items == values.take(at)))
+    if tie.size > total:  # an item other than the positives ties with one: count each pair
+        tie_rows, tie_first = item_rows.take(tie), at.take(tie)
+        tie_cols, tie_values = flat.take(tie) - tie_rows * num_gallery, items.take(tie)
+        for offset in range(width):
+            k = tie_first + offset
+            ok = k < ends[tie_rows]
+            k = np.minimum(k, total - 1)
+            ok &= (values[k] == tie_values) & (cols[k] > tie_cols)
+            if not ok.any():
+                break
+            np.add.at(above, k[ok], 1)
+    else:  # only positives tie: each is preceded by the equal ones with a lower index, which
+        # follow it in its run (runs are sorted by index descending)
+        new_run = np.ones(total, dtype=bool)
+        new_run[1:] = (rows[1:] != rows[:-1]) | (values[1:] != values[:-1])
+        run_ends = np.append(np.flatnonzero(new_run)[1:], total)
+        above += run_ends[np.cumsum(new_run) - 1] - np.arange(total) - 1
+    ranks = np.full((num_rows, width), 2**62, dtype=np.int64)
+    ranks[rows, slot] = above + 1
+    ranks.sort(axis=1)
+    return ranks
 
 
 def _ap_from_ranks(ranks: np.ndarray, n: np.ndarray, mode: str) -> np.ndarray:
@@ -264,6 +347,8 @@ def _ap_from_ranks(ranks: np.ndarray, n: np.ndarray, mode: str) -> np.ndarray:
 
 
 ScoreBlocks = Callable[[int, int], torch.Tensor]
+#: CPU: bytes of scores counted at a time (a slice of a GEMM block's rows that stays in cache)
+COUNT_BYTES = 16 * 2**20
 
 
 def _evaluate(
@@ -283,8 +368,11 @@ def _evaluate(
     ap_all = np.full(num_query, np.nan)
     inp_all = np.full(num_query, np.nan)
     first_hit = np.zeros(num_query, dtype=np.int64)
-    excluded = torch.zeros(num_gallery, dtype=torch.bool, device=device)
-    excluded[torch.from_numpy(protocol.junk).to(device)] = True
+    countable = None  # junk never counts
+    if len(protocol.junk):
+        countable = torch.ones(num_gallery, dtype=torch.bool, device=device)
+        countable[torch.from_numpy(protocol.junk).to(device)] = False
+    countable_np = None if countable is None else countable.cpu().numpy()
     stages = dict.fromkeys(("labels_s", "scores_s", "counting_s", "metrics_s"), 0.0)
     clock = time.perf_counter()
 
@@ -294,26 +382,48 @@ def _evaluate(
         stages[stage] += now - clock
         clock = now
 
+    # the protocol's labels for all queries at once, sliced per block (rows ascending)
+    pos_rows_all, pos_cols_all, rm_rows_all, rm_cols_all = protocol.block(0, num_query)
+    lap("labels_s")
+
+    def part(rows, cols, start, end):
+        low, high = np.searchsorted(rows, [start, end])
+        return rows[low:high] - start, cols[low:high]
+
+    # on the CPU the counting walks each GEMM block in slices of rows that stay in cache
+    step = max(1, COUNT_BYTES // (4 * num_gallery)) if device.type == "cpu" else block
+    mask = np.empty((min(step, block), num_gallery), dtype=bool) if device.type == "cpu" else None
     for start in range(0, num_query, block):
         end = min(start + block, num_query)
-        pos_rows, pos_cols, rm_rows, rm_cols = protocol.block(start, end)
-        lap("labels_s")
-        if pos_rows.size == 0:  # no query of the block has a positive: no scores needed
-            continue
+        if part(pos_rows_all, pos_cols_all, start, end)[0].size == 0:
+            continue  # no query of the block has a positive: no scores needed
         scores = score_block(start, end)
         lap("scores_s")
+        rm_rows, rm_cols = part(rm_rows_all, rm_cols_all, start, end)
         if rm_rows.size:
             scores[
                 torch.from_numpy(rm_rows).to(device), torch.from_numpy(rm_cols).to(device)
             ] = -math.inf
-        ranks = _positive_ranks(scores, pos_rows, pos_cols, excluded).cpu().numpy()
-        lap("counting_s")
-        n = np.bincount(pos_rows, minlength=end - start)
-        rows = np.nonzero(n > 0)[0]
-        ap_all[start + rows] = _ap_from_ranks(ranks[rows], n[rows], ap)
-        inp_all[start + rows] = n[rows] / ranks[rows, n[rows] - 1]
-        first_hit[start + rows] = ranks[rows, 0]
-        lap("metrics_s")
+        for low in range(start, end, step):
+            high = min(low + step, end)
+            pos_rows, pos_cols = part(pos_rows_all, pos_cols_all, low, high)
+            if pos_rows.size == 0:
+                continue
+            rows_scores = scores[low - start : high - start]
+            if device.type == "cpu":
+                ranks = _positive_ranks_np(
+                    rows_scores.numpy(), pos_rows, pos_cols, countable_np, mask[: high - low]
+                )
+            else:
+                ranks = _positive_ranks(rows_scores, pos_rows, pos_cols, countable)
+                ranks = ranks.cpu().numpy()
+            lap("counting_s")
+            n = np.bincount(pos_rows, minlength=high - low)
+            rows = np.nonzero(n > 0)[0]
+            ap_all[low + rows] = _ap_from_ranks(ranks[rows], n[rows], ap)
+            inp_all[low + rows] = n[rows] / ranks[rows, n[rows] - 1]
+            first_hit[low + rows] = ranks[rows, 0]
+            lap("metrics_s")
     valid = first_hit > 0
     num_valid = int(valid.sum())
     if num_valid == 0:
@@ -375,8 +485,8 @@ def _run(
 
 
 def _matmul_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b.T``. On the CPU through NumPy's BLAS (OpenBLAS: ~1.35× faster than torch's MKL
-    sgemm for these shapes on the AVX-512 machines we measured; benchmarks/bench_eval.py)."""
+    """``a @ b.T``, on the CPU through NumPy's BLAS (OpenBLAS; torch's MKL sgemm is 1.5-1.7×
+    slower for these shapes on the machines we measured: benchmarks/bench_eval.py)."""
     if a.device.type == "cpu":
         return torch.from_numpy(a.numpy() @ b.numpy().T)
     return a @ b.T
@@ -397,7 +507,10 @@ def pairwise_scores(
 def feature_score_blocks(
     query_features, gallery_features, metric: str, device
 ) -> tuple[ScoreBlocks, int, int]:
-    """A ``score_block(start, end)`` over features (cosine: normalised on the fly, no gallery copy)."""
+    """A ``score_block(start, end)`` over features (cosine: normalised on the fly, no gallery copy).
+
+    On the CPU every block is written into one reused buffer: a block is valid until the next call.
+    """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
     query = _features("query_features", query_features)
@@ -411,17 +524,44 @@ def feature_score_blocks(
     gallery_sq = _row_squares("gallery_features", gallery)  # the gallery is never copied on the CPU
     if metric == "cosine":  # q̂·g/‖g‖ = cos, without a normalised copy of the gallery
         inverse_norm = gallery_sq.sqrt().clamp(min=1e-12).reciprocal()
+    if device.type != "cpu":
 
         def score_block(start, end):
-            query_unit = torch.nn.functional.normalize(query[start:end], dim=1)
-            return _matmul_t(query_unit, gallery).mul_(inverse_norm)
+            if metric == "cosine":
+                query_unit = torch.nn.functional.normalize(query[start:end], dim=1)
+                return (query_unit @ gallery.T).mul_(inverse_norm)
+            return pairwise_scores(query[start:end], gallery, metric, gallery_sq)
 
         return score_block, query.shape[0], gallery.shape[0]
-    return (
-        (lambda s, e: pairwise_scores(query[s:e], gallery, metric, gallery_sq)),
-        query.shape[0],
-        gallery.shape[0],
-    )
+
+    # CPU: NumPy's BLAS into one reused buffer (a fresh block-sized output costs a page fault
+    # per 4 KiB on every block), elementwise passes in place in NumPy: torch's CPU threads would
+    # fight OpenBLAS's workers, which spin for a while after each GEMM
+    gallery_np = gallery.numpy()
+    buffer = np.zeros((0, gallery.shape[0]), np.float32)
+    if metric == "cosine":
+        inverse_norm_np = inverse_norm.numpy()
+    else:
+        gallery_sq_np = gallery_sq.numpy()
+
+    def score_block(start, end):
+        nonlocal buffer
+        if len(buffer) < end - start:
+            buffer = np.empty((end - start, gallery.shape[0]), np.float32)
+        out = buffer[: end - start]
+        if metric == "cosine":
+            query_unit = torch.nn.functional.normalize(query[start:end], dim=1).numpy()
+            np.matmul(query_unit, gallery_np.T, out=out)
+            np.multiply(out, inverse_norm_np, out=out)
+        else:  # −(|q|² + |g|² − 2 q·g), as pairwise_scores rounds it (negation is exact)
+            query_sq = (query[start:end] * query[start:end]).sum(1, keepdim=True).numpy()
+            np.matmul(query[start:end].numpy(), gallery_np.T, out=out)
+            out *= 2
+            out -= query_sq
+            out -= gallery_sq_np
+        return torch.from_numpy(out)
+
+    return score_block, query.shape[0], gallery.shape[0]
 
 
 @torch.no_grad()

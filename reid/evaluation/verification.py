@@ -125,7 +125,7 @@ def verification_metrics(
     impostor = np.full(num_query, -np.inf)
     mated = np.full(num_query, -np.inf)
     correct = np.zeros(num_query, bool)
-    block = _block_size(num_gallery, chunk_size)
+    block = _block_size(num_gallery, chunk_size, bytes_per_item=24)  # several (B, G) masks
     junk = torch.from_numpy(protocol.junk).to(device)
     for start in range(0, num_query, block):
         end = min(start + block, num_query)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_eval import DIFFICULTY, RssSampler, cpu_name, make_features  # noqa: E402
+from bench_eval import NOISE, RssSampler, cpu_name, make_features  # noqa: E402
 from torchreid.reid.metrics import compute_distance_matrix  # noqa: E402
 from torchreid.reid.utils.rerank import re_ranking  # noqa: E402
 
@@ -44,7 +44,7 @@ BLOCK = 256  # queries per block of re-ranked distances (what the evaluator asks
 
 def features(scale: str):
     num_query, num_gallery, ids, distractors = SCALES[scale]
-    qf, gf, *_ = make_features(num_query, num_gallery, ids, distractors, noise=DIFFICULTY["easy"])
+    qf, gf, *_ = make_features(num_query, num_gallery, ids, distractors, noise=NOISE["easy"][scale])
     return qf, gf
 
 

@@ -1,4 +1,4 @@
-"""k-reciprocal re-ranking (Zhong et al., CVPR 2017) with FAISS k-NN and sparse encodings.
+"""k-reciprocal re-ranking (Zhong et al., CVPR 2017) with exact blocked k-NN and sparse encodings.
 
 Same algorithm and numbers as torchreid's ``re_ranking`` (k1=20, k2=6, λ=0.3), whose input
 ``dist`` is the metric's distance (cosine distance ``1 - cos``, or squared L2) over all

@@ -19,14 +19,13 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_eval import NOISE, RssSampler, cpu_name, make_features  # noqa: E402
+from bench_eval import NOISE, RssSampler, best_of, cpu_name, make_features  # noqa: E402
 from torchreid.reid.metrics import compute_distance_matrix  # noqa: E402
 from torchreid.reid.utils.rerank import re_ranking  # noqa: E402
 
@@ -80,25 +79,15 @@ def memory_of(scale: str, side: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def timed(function, repeats):
-    best, value = None, None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        value = function()
-        elapsed = time.perf_counter() - start
-        best = elapsed if best is None else min(best, elapsed)
-    return best, value
-
-
 def scale_report(scale: str, repeats: int) -> dict:
     qf, gf = features(scale)
     num = len(qf) + len(gf)
     report = {"queries": len(qf), "gallery": len(gf), "dim": qf.shape[1]}
     fits = scale != "msmt"
-    report["ours_s"], mine = timed(lambda: ours(qf, gf, keep=fits), repeats)
+    report["ours_s"], mine = best_of(lambda: ours(qf, gf, keep=fits), repeats)
     print(f"[{scale}] ours {report['ours_s']:.1f} s", flush=True)
     if fits:
-        report["torchreid_s"], theirs = timed(lambda: torchreid(qf, gf), repeats)
+        report["torchreid_s"], theirs = best_of(lambda: torchreid(qf, gf), repeats)
         print(f"[{scale}] torchreid {report['torchreid_s']:.1f} s", flush=True)
         report["ours_speedup"] = round(report["torchreid_s"] / report["ours_s"], 3)
         report["max_abs_diff"] = float(np.abs(mine.astype(np.float64) - theirs).max())

@@ -52,6 +52,8 @@ AP_MODES = ("torchreid", "market-official")
 #: keep the GEMM efficient (each block streams the whole gallery through the BLAS once); the
 #: counting then walks the block in cache-sized slices of rows (``COUNT_BYTES``).
 BLOCK_BYTES = 256 * 2**20
+#: CPU: bytes of scores counted at a time (a slice of a GEMM block's rows that stays in cache)
+COUNT_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -347,8 +349,6 @@ def _ap_from_ranks(ranks: np.ndarray, n: np.ndarray, mode: str) -> np.ndarray:
 
 
 ScoreBlocks = Callable[[int, int], torch.Tensor]
-#: CPU: bytes of scores counted at a time (a slice of a GEMM block's rows that stays in cache)
-COUNT_BYTES = 16 * 2**20
 
 
 def _evaluate(

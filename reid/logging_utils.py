@@ -5,24 +5,11 @@ The library only uses ``logging.getLogger(__name__)``.
 
 from __future__ import annotations
 
-import errno
 import logging
 import sys
 
+from .atomic import TEMP_PREFIX, USER_OS_ERRORS, user_error
 from .errors import ReidError
-
-#: OS errors a user causes and fixes (full disk, read-only or forbidden path): one line, not a bug.
-USER_OS_ERRORS = (
-    errno.ENOSPC,
-    errno.EACCES,
-    errno.EPERM,
-    errno.EROFS,
-    errno.EDQUOT,
-    errno.ENOENT,
-    errno.EEXIST,
-    errno.ENOTDIR,
-    errno.EISDIR,
-)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -32,7 +19,8 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def error_line(exc: BaseException) -> str:
-    """The one line shown for an expected failure.
+    """The text shown for an expected failure: the whole message (a reason that lists files
+    keeps its list), the user's path and the reason for an OS error.
 
     A DataLoader worker re-raises its exception in the main process with the worker's whole
     traceback as the message; only its last line (the original message) is shown.
@@ -42,25 +30,49 @@ def error_line(exc: BaseException) -> str:
         last = [line for line in text.strip().splitlines() if line.strip()][-1]
         name = type(exc).__name__
         text = last.split(f"{name}: ", 1)[1] if f"{name}: " in last else last
-    if isinstance(exc, OSError) and not isinstance(exc, ReidError) and exc.strerror:
-        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    elif isinstance(exc, OSError) and not isinstance(exc, ReidError):
+        reason = USER_OS_ERRORS.get(exc.errno, exc.strerror or text)
+        name = str(exc.filename) if exc.filename else ""
+        if TEMP_PREFIX in name:  # never a temp name: the folder the user chose instead
+            name = name.split(TEMP_PREFIX)[0].rstrip("/") or "."
+        text = f"{name}: {reason}" if name else reason
+    return text.strip() or type(exc).__name__
 
 
 def is_expected(exc: BaseException) -> bool:
     if isinstance(exc, ReidError):
         return True
-    return isinstance(exc, OSError) and exc.errno in USER_OS_ERRORS
+    if isinstance(exc, OSError) and exc.errno in USER_OS_ERRORS:
+        return True
+    return isinstance(exc, RuntimeError) and user_error(exc, ".") is not None  # a full disk
+
+
+def one_line_parse_errors(parser) -> None:
+    """argparse's own errors (a bad flag or value) as one ``error: …`` line, exit status 2."""
+
+    def error(message: str):
+        print(f"error: {message} (see {parser.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = error
 
 
 def tool_main(main, parser) -> None:
-    """Run a tool's ``main(args)``; an expected failure becomes one ``error: …`` line, exit 2."""
+    """Run a tool's ``main(args)``: an expected failure becomes one ``error: …`` line, exit 2
+    (an interruption: exit 130, saying what was kept); anything else is a bug, with traceback."""
     setup_logging()
+    one_line_parse_errors(parser)
     args = parser.parse_args()
     try:
         main(args)
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); nothing after the last completed write was kept",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(130) from None
     except Exception as exc:
         if not is_expected(exc):
             raise
+        if isinstance(exc, RuntimeError):
+            exc = user_error(exc, ".")
         print(f"error: {error_line(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None

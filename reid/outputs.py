@@ -1,65 +1,317 @@
-"""Output folders a tool may replace: only what it can prove it wrote.
+"""Ownership per file: a tool replaces a file only when it can prove that reid wrote it.
 
-A tool that writes a folder leaves a marker in it (``.reid-output.json``, naming the tool that
-wrote it); the index format's own ``manifest.json`` is an index folder's proof. Before replacing
-anything a tool calls :func:`check_replaceable`, which accepts a folder that does not exist, an
-empty folder, or one carrying the tool's marker, and otherwise raises :class:`OutputError` with
-one line saying what it found. :func:`check_no_overlap` refuses an output that is, contains, or
-lies inside one of the tool's inputs.
+Every folder a tool writes into holds a ledger, ``.reid-output.json``, listing each file (or
+link) reid wrote there, with the tool that wrote it and a fingerprint of what was written: size
+and modification time, a SHA-256 for files up to 8 MiB, the target of a link. Before any work
+a tool calls :meth:`OutputFolder.prepare` with every name it is about to write:
+
+* a name that does not exist may be written;
+* a name the ledger lists, whose file still matches its fingerprint, may be replaced;
+* anything else (the user's own file under that name, or a file of ours the user has since
+  edited) is refused with one line, before any expensive work;
+* every other file in the folder is never touched: a ledger entry licenses its own file only,
+  and there is no folder-level licence to delete.
+
+``prepare`` also checks that the folder can be written (by creating a probe, not with
+``os.access``, which says yes to root on a read-only mount) and that every name fits the file
+system. Writes go through :mod:`reid.atomic`. :func:`lock_folder` keeps two writers of the same
+kind (two trainings into one run folder) apart. :func:`check_no_overlap` refuses an output that
+is, contains or lies inside one of the tool's inputs.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from . import atomic
 from .errors import OutputError
 
-MARKER = ".reid-output.json"
+LEDGER = ".reid-output.json"
+MARKER = LEDGER  # the name earlier versions used for the folder marker
+_HASH_LIMIT = 8 << 20
+NAME_MAX = 255
 
 
-def write_marker(folder: str | Path, kind: str, **info) -> None:
-    """Mark ``folder`` as written by the ``kind`` tool (e.g. ``synthetic``, ``split``)."""
-    data = {"kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info}
-    (Path(folder) / MARKER).write_text(json.dumps(data, indent=1))
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def marker_kind(folder: str | Path) -> str | None:
-    path = Path(folder) / MARKER
-    if not path.is_file():
-        return None
+def fingerprint(path: Path) -> dict | None:
+    """What identifies the file (or link) at ``path`` as the one written; None if absent."""
+    if path.is_symlink():
+        return {"link": os.readlink(path)}
     try:
-        return json.loads(path.read_text()).get("kind")
-    except (json.JSONDecodeError, AttributeError):
+        stat = path.stat()
+    except FileNotFoundError:
         return None
+    if path.is_dir():
+        return {"folder": True}
+    entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if stat.st_size <= _HASH_LIMIT:
+        entry["sha256"] = sha256(path)
+    return entry
 
 
-def check_replaceable(
-    folder: str | Path,
-    kind: str,
-    how: str,
-    proof: Callable[[Path], bool] | None = None,
-) -> bool:
-    """Raise unless ``folder`` is absent, empty, or provably written by the ``kind`` tool.
+def _matches(entry: dict, current: dict | None) -> bool:
+    if current is None:
+        return False
+    keys = [k for k in ("link", "folder", "size", "sha256") if k in entry]
+    if "sha256" not in entry and "size" in entry:
+        keys.append("mtime_ns")
+    return bool(keys) and all(entry.get(k) == current.get(k) for k in keys)
 
-    ``proof`` may accept other evidence (e.g. an index manifest). ``how`` ends the message: what
-    the user can do instead. Returns True when the folder exists and may be replaced.
-    """
+
+class OutputFolder:
+    """The files one tool writes into one folder (``flag`` names the setting in messages)."""
+
+    def __init__(self, folder: str | Path, tool: str, flag: str = "--out"):
+        self.folder, self.tool, self.flag = Path(folder), tool, flag
+
+    # ------------------------------------------------------------------------- the ledger
+    @property
+    def ledger_path(self) -> Path:
+        return self.folder / LEDGER
+
+    def entries(self) -> dict:
+        try:
+            data = json.loads(self.ledger_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        files = data.get("files") if isinstance(data, dict) else None
+        return files if isinstance(files, dict) else {}
+
+    def kind(self) -> str | None:
+        """The tool that made this folder (``run``, ``split``, ``synthetic``…), if reid did."""
+        try:
+            data = json.loads(self.ledger_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data.get("kind") if isinstance(data, dict) else None
+
+    def owned(self, name: str) -> bool:
+        entry = self.entries().get(name)
+        return entry is not None and _matches(entry, fingerprint(self.folder / name))
+
+    @contextmanager
+    def _locked_ledger(self) -> Iterator[dict]:
+        """Read-modify-write of the ledger under an exclusive lock (concurrent writers)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.ledger_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with os.fdopen(os.dup(fd), "r+") as handle:
+                text = handle.read()
+                try:
+                    data = json.loads(text) if text.strip() else {}
+                except ValueError:
+                    data = {}
+                if not isinstance(data, dict):
+                    data = {}
+                data.setdefault("kind", self.tool)
+                files = data.get("files") if isinstance(data.get("files"), dict) else {}
+                data["files"] = files
+                yield files
+                handle.seek(0)
+                handle.truncate()
+                handle.write(json.dumps(data, indent=1, sort_keys=True))
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            os.close(fd)
+
+    def record(self, names: Iterable[str]) -> None:
+        """List ``names`` (as they are now on disk) as written by this tool."""
+        with self._locked_ledger() as files:
+            for name in names:
+                current = fingerprint(self.folder / name)
+                if current is None:
+                    files.pop(name, None)
+                else:
+                    files[name] = {"tool": self.tool, **current}
+
+    def forget(self, names: Iterable[str]) -> None:
+        with self._locked_ledger() as files:
+            for name in names:
+                files.pop(name, None)
+
+    def foreign(self, subfolder: str) -> list[str]:
+        """Entries of ``subfolder`` (relative names) that reid did not write, or that changed
+        since: for outputs whose every file has meaning (a dataset's image folders), where an
+        extra file would silently become data."""
+        folder = self.folder / subfolder
+        if not folder.is_dir():
+            return []
+        entries = self.entries()
+        out = []
+        for path in sorted(folder.iterdir()):
+            name = f"{subfolder}/{path.name}"
+            if atomic.temp_owner(path.name) is not None:
+                continue
+            entry = entries.get(name)
+            if entry is None or not _matches(entry, fingerprint(path)):
+                out.append(name)
+        return out
+
+    def refuse_foreign(self, subfolders: Iterable[str], what: str) -> None:
+        for subfolder in subfolders:
+            found = self.foreign(subfolder)
+            if found:
+                shown = ", ".join(found[:3]) + (
+                    f", … ({len(found)} in all)" if len(found) > 3 else ""
+                )
+                raise OutputError(
+                    f"{self.flag} {self.folder}: {shown} not written by {what}; it would become "
+                    "part of the data. Move it away or choose a new or empty folder"
+                )
+
+    def owned_names(self, prefix: str = "") -> list[str]:
+        """Listed names (under ``prefix``) whose files are still as reid wrote them."""
+        entries = self.entries()
+        return [
+            name
+            for name, entry in sorted(entries.items())
+            if name.startswith(prefix) and _matches(entry, fingerprint(self.folder / name))
+        ]
+
+    # ------------------------------------------------------------------------- checks
+    def check(self, names: Iterable[str], how: str = "move it away or choose another folder"):
+        """Refuse, naming it, the first name that exists and is not provably ours."""
+        if self.folder.exists() and not self.folder.is_dir():
+            raise OutputError(f"{self.flag} {self.folder}: exists and is not a folder")
+        entries = self.entries()
+        for name in names:
+            path = self.folder / name
+            encoded = max((len(os.fsencode(part)) for part in Path(name).parts), default=0)
+            if encoded > NAME_MAX:
+                raise OutputError(
+                    f"{self.flag} {path}: file name too long ({encoded} bytes; at most {NAME_MAX})"
+                )
+            current = fingerprint(path) if (path.exists() or path.is_symlink()) else None
+            if current is None:
+                continue
+            entry = entries.get(name)
+            if entry is None or not _matches(entry, current):
+                why = "changed since reid wrote it" if entry is not None else "not written by reid"
+                raise OutputError(
+                    f"{self.flag} {self.folder}: {name} already exists ({why}); {how}"
+                )
+
+    def prepare(self, names: Iterable[str], how: str = "move it away or choose another folder"):
+        """Every check before the work: names free or ours, folder creatable and writable."""
+        names = list(names)
+        self.check(names, how)
+        probe_writable(self.folder, self.flag)
+        atomic.clean_stale_temps(self.folder)
+        for name in names:
+            if "/" in name:
+                parent = (self.folder / name).parent
+                if parent.is_dir():
+                    atomic.clean_stale_temps(parent)
+
+    # ------------------------------------------------------------------------- writing
+    def write(self, name: str, writer: Callable[[Path], object]) -> Path:
+        """``writer(tmp)`` writes the file; it becomes ``folder/name`` atomically and is listed."""
+        target = self.folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic.atomic_path(target) as tmp:
+            writer(tmp)
+        self.record([name])
+        return target
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self.write(name, lambda tmp: tmp.write_text(text))
+
+    def write_json(self, name: str, value, indent: int | None = 1) -> Path:
+        return self.write_text(name, atomic.json_text(value, indent) + "\n")
+
+    def remove(self, names: Iterable[str]) -> list[str]:
+        """Remove those of ``names`` that are provably ours; returns the ones removed."""
+        entries, gone = self.entries(), []
+        for name in names:
+            path = self.folder / name
+            entry = entries.get(name)
+            if entry is not None and _matches(entry, fingerprint(path)):
+                path.unlink()
+                gone.append(name)
+        if gone:
+            self.forget(gone)
+        return gone
+
+
+def swap_in(staged: Path, final: Path) -> None:
+    """Put the completed folder ``staged`` at ``final``; the old ``final`` (checked to hold only
+    files reid wrote) goes only after the new one is in place."""
+    old = None
+    if final.exists():
+        old = atomic.temp_path(final, ".old")
+        os.replace(final, old)
+    os.replace(staged, final)
+    if old is not None:
+        atomic._remove(old)
+
+
+def output_file(path: str | Path, tool: str, flag: str) -> tuple[OutputFolder, str]:
+    """The folder and name of a single-file output (``--plot FILE``, ``--save-features FILE``)."""
+    path = Path(path)
+    return OutputFolder(path.parent if str(path.parent) else Path("."), tool, flag), path.name
+
+
+def probe_writable(folder: str | Path, flag: str = "--out") -> None:
+    """Create ``folder`` (and its missing parents) and a probe file in it, the only honest
+    writability test, then remove what the probe created: nothing is left behind by a check."""
     folder = Path(folder)
-    if not folder.exists() and not folder.is_symlink():
-        return False
-    if not folder.is_dir():
-        raise OutputError(f"{folder}: exists and is not a folder; {how}")
-    if not any(folder.iterdir()):
-        return False
-    if marker_kind(folder) == kind or (proof is not None and proof(folder)):
-        return True
-    found = sorted(p.name for p in folder.iterdir())
-    shown = ", ".join(found[:4]) + (f", … ({len(found)} entries)" if len(found) > 4 else "")
-    raise OutputError(f"{folder}: holds files this tool did not write ({shown}); {how}")
+    created = []
+    try:
+        for parent in [*reversed(folder.absolute().parents), folder.absolute()]:
+            if not parent.exists():
+                parent.mkdir()
+                created.append(parent)
+        probe = atomic.temp_path(folder / "probe", ".probe")
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        reason = atomic.USER_OS_ERRORS.get(exc.errno, exc.strerror or str(exc))
+        raise OutputError(f"{flag} {folder}: cannot write there ({reason})") from None
+    finally:
+        for path in reversed(created):
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+
+
+@contextmanager
+def lock_folder(folder: str | Path, what: str, flag: str = "--output") -> Iterator[None]:
+    """Hold ``folder`` for one writer of its kind; a second one is refused at once."""
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(
+                f"{flag} {folder}: another {what} is writing this folder right now"
+            ) from None
+        yield
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # a failed check leaves no empty folder behind
+        raise
+    finally:
+        os.close(fd)
 
 
 def _resolve(path: str | Path) -> Path:
@@ -75,14 +327,3 @@ def check_no_overlap(out: str | Path, inputs: Iterable[str | Path], flag: str = 
             raise OutputError(
                 f"{flag} {out} overlaps the input {source}: write the output to a separate folder"
             )
-
-
-def check_writable_parent(out: str | Path, flag: str = "--out") -> None:
-    """Create ``out``'s parent folder if needed and make sure it can be written, before any work."""
-    parent = Path(out).absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{flag} {out}: cannot create {parent} ({exc.strerror})") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {out}: {parent} is not writable")

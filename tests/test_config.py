@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reid.config import ConfigError, load_config, save_config
+from reid.config import ConfigError, config_yaml, load_config
 from tests.conftest import REPO
 
 
@@ -31,7 +31,7 @@ def test_overrides_and_round_trip(tmp_path):
         and cfg.train.epochs == 2
         and list(cfg.data.image_size) == [64, 32]
     )
-    save_config(cfg, tmp_path / "config.yaml")
+    (tmp_path / "config.yaml").write_text(config_yaml(cfg))
     assert load_config(tmp_path / "config.yaml") == cfg
 
 

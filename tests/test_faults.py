@@ -43,11 +43,16 @@ def run_tool(tool: str, *args, cwd=REPO) -> subprocess.CompletedProcess:
 
 
 def one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    """Exit 2, and stderr's last line is one ``error: …`` line holding every fragment."""
+    """Exit 2, and stderr ends in one ``error: …`` line holding every fragment (a reason that
+    lists files may continue on indented lines below it)."""
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: "), result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    assert starts, result.stderr[-2000:]
+    tail = lines[starts[-1] :]
+    assert all(line.startswith("  ") for line in tail[1:]), result.stderr[-2000:]
+    line = "\n".join(tail)
     for fragment in fragments:
         assert fragment in line, line
     return line
@@ -71,13 +76,16 @@ def market_folder(root: Path, pids=(1, 2, 3), per_id: int = 4, make_jpeg=None) -
 # --------------------------------------------------------------------------------- data loss
 
 
-def test_export_index_refuses_a_run_folder(tiny_checkpoint, synthetic_root):
-    """export_index --out RUN_FOLDER → refused, the run's checkpoints untouched."""
-    run = tiny_checkpoint.parent
+def test_export_index_into_a_run_folder_keeps_the_run(tiny_checkpoint, synthetic_root, tmp_path):
+    """export_index --out RUN_FOLDER (twice) → the index is written beside the run; every file of the run untouched."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint.parent, run)
     before = snapshot(run)
-    with pytest.raises(OutputError, match="holds files this tool did not write"):
-        export_index(str(tiny_checkpoint), str(synthetic_root), str(run))
-    assert snapshot(run) == before
+    for _ in range(2):  # a new index, then its replacement
+        export_index(str(run / "last.pt"), str(synthetic_root), str(run))
+    after = snapshot(run)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert GalleryIndex.load(run).index.ntotal > 0
 
 
 def test_export_index_refuses_its_own_gallery(tiny_checkpoint, synthetic_root, tmp_path):
@@ -92,21 +100,41 @@ def test_export_index_refuses_its_own_gallery(tiny_checkpoint, synthetic_root, t
     assert snapshot(photos) == before
 
 
+def dead_pid() -> int:
+    """A process id that no process has (a child that has exited and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
 def test_export_index_replaces_an_index_and_cleans_killed_exports(
     tiny_checkpoint, synthetic_root, tmp_path
 ):
-    """export_index over an existing index → replaced; a killed export's temporaries → removed."""
+    """export_index over an index → replaced, the folder's other files kept; a killed export's temps and orphans removed, a live one's kept."""
     out = tmp_path / "idx"
     export_index(str(tiny_checkpoint), str(synthetic_root), str(out))
-    stale = tmp_path / ".idx.tmp-killed"
-    stale.mkdir()
-    (stale / "index.faiss").write_bytes(b"partial")
-    user = tmp_path / ".idx.tmp-notes"  # a look-alike holding something else: kept
-    user.mkdir()
-    (user / "notes.txt").write_text("mine")
+    (out / "notes.txt").write_text("mine")  # the user's file beside the index
+    dead, live = dead_pid(), os.getpid()
+    # what a save killed between writing its data and committing the manifest leaves behind:
+    # its journal (a pending manifest naming the new files), a renamed data file, a temp
+    orphan = out / "index.deadbeef.faiss"
+    orphan.write_bytes(b"written, never committed")
+    (out / f".~reid.{dead}.abcdef.pending.json").write_text(json.dumps({"files": [orphan.name]}))
+    (out / f".~reid.{dead}.123456.parquet").write_bytes(b"partial")
+    in_flight = out / f".~reid.{live}.654321.faiss"  # a live writer's temp: never touched
+    in_flight.write_bytes(b"in flight")
+    look_alike = out / "index.cafe.faiss"  # named like ours, but no journal names it: kept
+    look_alike.write_bytes(b"mine too")
+    old_files = set(json.loads((out / "manifest.json").read_text())["files"])
     info = export_index(str(tiny_checkpoint), str(synthetic_root), str(out))
     assert info["count"] == GalleryIndex.load(out).index.ntotal
-    assert not stale.exists() and (user / "notes.txt").read_text() == "mine"
+    names = {p.name for p in out.iterdir()}
+    assert not orphan.exists() and not any(f".~reid.{dead}." in n for n in names)
+    assert (
+        in_flight.is_file() and look_alike.is_file() and (out / "notes.txt").read_text() == "mine"
+    )
+    assert not old_files & names  # the previous generation is gone, the new one is listed
+    assert set(json.loads((out / "manifest.json").read_text())["files"]) <= names
 
 
 def test_make_split_refuses_its_source(tmp_path):
@@ -125,7 +153,7 @@ def test_make_split_refuses_another_dataset(tmp_path):
     other = market_folder(tmp_path / "other", pids=(7, 8))
     before = snapshot(other)
     result = run_tool("make_split", source, "--out", other, "--holdout-ids", 1)
-    one_error_line(result, "holds files this tool did not write")
+    one_error_line(result, "not written by make_split")
     assert snapshot(other) == before
     out = tmp_path / "split"
     for _ in range(2):  # its own output may be rewritten
@@ -136,7 +164,7 @@ def test_make_synthetic_refuses_a_folder_it_did_not_write(tmp_path, make_jpeg):
     """make_synthetic --out FOLDER_WITH_USER_JPEGS → refused, the user's JPEGs kept."""
     mine = tmp_path / "mine"
     make_jpeg(mine / "query" / "holiday.jpg")
-    with pytest.raises(OutputError, match="holds files this tool did not write"):
+    with pytest.raises(OutputError, match="query/holiday.jpg not written by the synthetic"):
         generate(mine, SMALL)
     assert (mine / "query" / "holiday.jpg").is_file()
     own = tmp_path / "own"
@@ -168,10 +196,15 @@ def test_train_default_folder_gets_a_fresh_name(synthetic_root, tmp_path):
 
 
 def test_train_refuses_a_folder_that_is_not_a_run(synthetic_root, tmp_path, make_jpeg):
-    """train --output FOLDER_OF_OTHER_FILES → refused, even with --overwrite."""
+    """train --output FOLDER_OF_OTHER_FILES (with or without --overwrite) → the run is written beside them; every other file kept."""
     make_jpeg(tmp_path / "photos" / "a.jpg")
-    with pytest.raises(OutputError, match="not a run folder"):
-        train(None, [f"data.root={synthetic_root}", *TINY_TRAIN], str(tmp_path / "photos"), True)
+    before = snapshot(tmp_path / "photos")
+    for overwrite in (False, True):
+        train(
+            None, [f"data.root={synthetic_root}", *TINY_TRAIN], str(tmp_path / "photos"), overwrite
+        )
+        after = snapshot(tmp_path / "photos")
+        assert {k: v for k, v in after.items() if k in before} == before and "last.pt" in after
 
 
 # ------------------------------------------------------------------ fail before the work
@@ -220,10 +253,18 @@ def test_infeasible_sampler_fails_before_training(synthetic_root, tmp_path, over
 @pytest.mark.parametrize(
     "override, match",
     [
-        ("train.epochs=0", "train.epochs=0: must be positive"),
-        ("optim.lr=-0.1", "optim.lr=-0.1: must be positive"),
-        ("data.image_size=[128]", "data.image_size=\\[128\\]: must be two positive integers"),
-        ("data.image_size=[128,0]", "must be two positive integers"),
+        ("train.epochs=0", r"train.epochs=0: must be in \[1, 100000\]"),
+        ("optim.lr=-0.1", r"optim.lr=-0.1: must be in \(0, 10\]"),
+        ("data.image_size=[128]", "data.image_size=\\[128\\]: must be \\[H, W\\]"),
+        (
+            "data.image_size=[128,0]",
+            r"data.image_size=\[128, 0\]: every item must be in \[16, 2048\]",
+        ),
+        ("model.embedding_dim=-5", r"model.embedding_dim=-5: must be in \[0, 65536\]"),
+        ("data.random_erasing=5", r"data.random_erasing=5.0: must be in \[0, 1\]"),
+        ("model.backbone=resnet19", "model.backbone='resnet19': unknown backbone; valid: resnet18"),
+        ("train.device=cpufoo", "train.device='cpufoo': valid devices are cpu, cuda, cuda:N"),
+        ("train.device=tpu", "train.device='tpu': valid devices are cpu, cuda, cuda:N"),
         ("head.center_init=bogus", "head.center_init='bogus': unknown value; valid: features"),
         (
             "eval.ap=official",
@@ -302,13 +343,13 @@ def test_a_failing_evaluation_keeps_the_epoch_just_trained(synthetic_root, tmp_p
 
 
 def test_search_topk_zero_is_one_line(tiny_checkpoint, synthetic_root, tmp_path):
-    """search --topk 0 → one error line, exit 2."""
+    """search --topk 0 → one error line from the argument parser, exit 2 (every numeric flag: tests/test_arguments.py)."""
     export_index(str(tiny_checkpoint), str(synthetic_root), str(tmp_path / "idx"))
     query = next((synthetic_root / "query").glob("*.jpg"))
     result = run_tool(
         "search", "--index", tmp_path / "idx", "--checkpoint", tiny_checkpoint, "--topk", 0, query
     )
-    one_error_line(result, "--topk 0: must be at least 1")
+    one_error_line(result, "argument --topk: must be an integer in [1, 100000], got '0'")
 
 
 def test_non_integer_pid_in_a_features_file_is_one_line(tmp_path):
@@ -373,6 +414,312 @@ def test_unwritable_export_path_is_one_line(tiny_checkpoint, synthetic_root, tmp
         blocker / "idx",
     )
     one_error_line(result, "file")
+
+
+# ------------------------------------------------------- safe by construction (the probe)
+
+
+def test_append_and_removal_keep_the_index_folders_other_files(
+    tiny_checkpoint, synthetic_root, tmp_path
+):
+    """export_index --append / --remove-pids on an index folder holding the user's notes.txt → the notes kept."""
+    out = tmp_path / "idx"
+    half = tmp_path / "half"
+    shutil.copytree(synthetic_root / "bounding_box_test", half)
+    for path in sorted(half.glob("*.jpg"))[::2]:
+        path.unlink()
+    export_index(str(tiny_checkpoint), str(half), str(out))
+    (out / "notes.txt").write_text("mine")
+    export_index(str(tiny_checkpoint), str(synthetic_root), str(out), append=True)
+    pid = int(GalleryIndex.load(out).metadata["pid"].max())
+    from reid.workflows.index import remove_from_index
+
+    remove_from_index(str(out), [pid])
+    assert (out / "notes.txt").read_text() == "mine"
+    assert pid not in set(GalleryIndex.load(out).metadata["pid"])
+
+
+def test_overwrite_with_a_bad_setting_keeps_the_old_run(synthetic_root, tmp_path):
+    """train --overwrite data.root=/nonexistent → one error line; the old run's checkpoints untouched."""
+    run_dir, _ = train(None, [f"data.root={synthetic_root}", *TINY_TRAIN], str(tmp_path / "run"))
+    before = snapshot(run_dir)
+    result = run_tool(
+        "train", "--output", run_dir, "--overwrite", "data.root=/nonexistent", *TINY_TRAIN
+    )
+    one_error_line(result, "/nonexistent")
+    assert snapshot(run_dir) == before
+
+
+def test_ivf_with_more_lists_than_images_fails_before_embedding(
+    tiny_checkpoint, synthetic_root, tmp_path, monkeypatch
+):
+    """export_index --index IVF1024,Flat on a small gallery → one error line before the embedding pass."""
+    from reid.index.sources import Embedder
+
+    monkeypatch.setattr(Embedder, "__call__", lambda *a, **k: pytest.fail("embedded first"))
+    with pytest.raises(ReidError, match="1024 IVF lists need at least as many gallery images"):
+        export_index(str(tiny_checkpoint), str(synthetic_root), str(tmp_path / "i"), "IVF1024,Flat")
+    with pytest.raises(ReidError, match="not a FAISS factory string for"):
+        export_index(str(tiny_checkpoint), str(synthetic_root), str(tmp_path / "i"), "Flatt")
+    assert not (tmp_path / "i").exists()
+
+
+def test_append_with_another_model_fails_before_embedding(
+    tiny_checkpoint, synthetic_root, tmp_path, monkeypatch
+):
+    """export_index --append with a model of another dimension → one error line before embedding the new images."""
+    from reid.engine.trainer import fit
+    from reid.index.sources import Embedder
+
+    out = tmp_path / "idx"
+    export_index(str(tiny_checkpoint), str(synthetic_root), str(out))
+    other = tmp_path / "other"
+    fit(
+        load_config(None, [f"data.root={synthetic_root}", *TINY_TRAIN, "model.embedding_dim=16"]),
+        other,
+        progress=False,
+    )
+    monkeypatch.setattr(Embedder, "__call__", lambda *a, **k: pytest.fail("embedded first"))
+    with pytest.raises(ReidError, match="embedding dimension 16 does not match the index"):
+        export_index(str(other / "last.pt"), str(synthetic_root), str(out), append=True)
+
+
+@pytest.mark.parametrize(
+    "target, fragment",
+    [("/sys/m.pt2", "cannot write there"), ("m.pt", "format comes from the suffix"),
+     ("x" * 252 + ".pt2", "file name too long")],
+)  # fmt: skip
+def test_export_model_bad_targets_are_one_line_before_the_conversion(
+    tiny_checkpoint, tmp_path, target, fragment
+):
+    """export_model --out /sys/m.pt2, m.pt, a name too long for its sidecar → one error line before the conversion."""
+    result = run_tool(
+        "export_model", "--checkpoint", tiny_checkpoint, "--out", target, cwd=tmp_path
+    )
+    one_error_line(result, fragment)
+    assert "Converting" not in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_export_model_into_a_missing_folder_and_onnx_data_named_after_the_model(
+    tiny_checkpoint, tmp_path
+):
+    """export_model --out missing_dir/m.onnx → the folder is made; every file is named after m.onnx, none temporary."""
+    from reid.models.export import load_exported
+
+    out = tmp_path / "missing_dir" / "m.onnx"
+    result = run_tool("export_model", "--checkpoint", tiny_checkpoint, "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(p.name for p in out.parent.iterdir())
+    assert all(n.startswith("m.onnx") for n in names if n != ".reid-output.json"), names
+    moved = tmp_path / "moved"  # the files alone, elsewhere: the model still loads its data
+    moved.mkdir()
+    for name in names:
+        shutil.copy(out.parent / name, moved / name)
+    import torch
+
+    assert load_exported(moved / "m.onnx")(torch.zeros(1, 3, 64, 32)).shape[0] == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB file system (tmpfs), where a checkpoint or an index does not fit."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_disk_full_while_saving_a_checkpoint_or_an_index_is_one_line(
+    synthetic_root, tiny_checkpoint, small_disk
+):
+    """disk full while saving a checkpoint (torch's RuntimeError) or an index (FAISS) → one error line naming the user's file; no temp left."""
+    result = run_tool(
+        "train", "--output", small_disk / "run", f"data.root={synthetic_root}", *TINY_TRAIN
+    )
+    line = one_error_line(result, ".pt: cannot write (no space left on the device)")
+    assert f"{small_disk / 'run'}/" in line and ".~reid." not in line  # the user's checkpoint
+    from reid.index import GalleryIndex as Index
+
+    rng = np.random.default_rng(0)
+    index = Index.build(
+        rng.normal(size=(20000, 64)).astype(np.float32), [f"{i}.jpg" for i in range(20000)]
+    )
+    with pytest.raises(OutputError, match="no space left on the device"):
+        index.save(small_disk / "idx")
+    leftovers = [p.name for p in small_disk.rglob("*") if p.name.startswith(".~reid.")]
+    assert not leftovers, leftovers
+
+
+def test_a_long_legal_output_name_is_written(tmp_path):
+    """an output name of 255 characters (the longest legal one) → written; the temp name does not grow with it."""
+    from reid.atomic import write_text
+
+    target = tmp_path / ("n" * 250 + ".json")
+    write_text(target, "{}")
+    assert target.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_yaml_whose_top_level_is_a_list_is_one_line(tmp_path):
+    """a config YAML whose top level is a list → one error line naming the file."""
+    config = tmp_path / "c.yaml"
+    config.write_text("- data\n- model\n")
+    one_error_line(
+        run_tool("train", "--config", config), f"{config}: the top level must be a mapping"
+    )
+
+
+def test_ctrl_c_during_training_names_the_last_good_checkpoint(synthetic_root, tmp_path):
+    """Ctrl-C during training → one error line naming last.pt (the last good state) and how to resume; exit 130."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "tools/train.py"), "--output", str(run), "--no-progress",
+         f"data.root={synthetic_root}", *TINY_TRAIN, "train.epochs=50"],
+        stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while not (run / "last.pt").is_file() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: interrupted in epoch") and "last.pt (epoch" in line, line
+    assert f"--resume {run}" in line and load_checkpoint(run / "last.pt")["epoch"] >= 1
+
+
+def test_null_nan_or_fractional_pids_in_a_features_file_are_one_line(tmp_path):
+    """a parquet features file with a null, NaN or 31.7 pid, or a split typo (galery) → one error line naming the file, the row and the value."""
+    import pandas as pd
+
+    base = {"features": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], "camids": [0, 1, 1],
+            "split": ["query", "gallery", "gallery"]}  # fmt: skip
+    for pids, fragment in (
+        ([1, None, 2], "pids row 1 is missing (null or NaN)"),
+        ([1.0, float("nan"), 2.0], "pids row 1 is missing (null or NaN)"),
+        ([31.7, 1.0, 2.0], "pids row 0 is 31.7, not an integer"),
+    ):
+        path = tmp_path / "f.parquet"
+        pd.DataFrame({**base, "pids": pids}).to_parquet(path)
+        one_error_line(run_tool("evaluate", "--features", path, "--out", tmp_path / "e"), fragment)
+    path = tmp_path / "g.parquet"
+    pd.DataFrame({**base, "pids": [1, 1, 2], "split": ["query", "galery", "gallery"]}).to_parquet(
+        path
+    )
+    one_error_line(
+        run_tool("evaluate", "--features", path, "--out", tmp_path / "e"), "'galery' (1 rows)"
+    )
+
+
+def test_a_16_bit_png_decodes_to_its_real_values(tmp_path):
+    """a 16-bit PNG → decoded to its real grey values (it was all white) and --verify-images reads it."""
+    from PIL import Image
+
+    from reid.data.images import read_image
+
+    ramp = (np.arange(64 * 32).reshape(64, 32) * 31).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    decoded = np.asarray(read_image(str(tmp_path / "deep.png")))[..., 0].astype(float)
+    np.testing.assert_allclose(decoded, ramp / 257.0, atol=0.5 + 1e-9)
+
+
+def test_calibration_without_a_positive_writes_strict_json(tiny_checkpoint, tmp_path):
+    """export_index --calibrate on a split where no query has a match → manifest.json is strict JSON (null, never NaN)."""
+    data = _dataset_without_positives(tmp_path / "data")
+    out = tmp_path / "idx"
+    export_index(str(tiny_checkpoint), str(data), str(out), calibrate=str(data))
+
+    def refuse(token):
+        raise AssertionError(f"{token} in manifest.json")
+
+    manifest = json.loads((out / "manifest.json").read_text(), parse_constant=refuse)
+    assert manifest["calibration"]["dir_at_far"] is None
+
+
+def test_stale_temps_of_a_live_writer_are_never_removed(tmp_path):
+    """two writers in one parent (a live process's temps beside a dead one's) → only the dead writer's temps are removed."""
+    from reid.atomic import clean_stale_temps
+
+    live = tmp_path / f".~reid.{os.getpid()}.aaaaaa.new"
+    live.mkdir()
+    (live / "index.faiss").write_bytes(b"in flight")
+    dead = tmp_path / f".~reid.{dead_pid()}.bbbbbb.new"
+    dead.mkdir()
+    clean_stale_temps(tmp_path)
+    assert live.is_dir() and not dead.exists()
+
+
+def test_a_second_training_into_the_same_folder_is_refused(synthetic_root, tmp_path):
+    """a second train --output SAME while the first is still setting up → one error line; the first run is unharmed."""
+    from reid.outputs import lock_folder
+
+    run = tmp_path / "run"
+    with lock_folder(run, "training run"):  # the first run, holding its folder
+        result = run_tool("train", "--output", run, f"data.root={synthetic_root}", *TINY_TRAIN)
+    one_error_line(result, "another training run is writing this folder right now")
+    assert not (run / "last.pt").exists()
+
+
+def test_evaluate_reads_a_test_only_market_folder(tiny_checkpoint, synthetic_root, tmp_path):
+    """evaluate --data ROOT with only query/ and bounding_box_test/ → evaluated (no bounding_box_train needed)."""
+    test_only = tmp_path / "test_only"
+    for name in ("query", "bounding_box_test"):
+        shutil.copytree(synthetic_root / name, test_only / name)
+    result = run_tool("evaluate", "--checkpoint", tiny_checkpoint, "--data", test_only,
+                      "--out", tmp_path / "e", "--ranked", 0)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "e/result.json").read_text())["queries"] > 0
+
+
+def test_verify_images_lists_every_broken_file(tmp_path):
+    """dataset_stats --verify-images with broken images → the error lists each file, not just the count."""
+    root = tmp_path / "data"
+    generate(root, SMALL)
+    broken = sorted((root / "query").glob("*.jpg"))[:2]
+    for path in broken:
+        path.write_bytes(b"not a jpeg")
+    result = run_tool("dataset_stats", root, "--verify-images", "--plot", tmp_path / "h.png")
+    block = one_error_line(result, "2 of")
+    assert all(path.name in block for path in broken), block
+
+
+def test_an_explicit_junk_named_query_is_searched(tiny_checkpoint, synthetic_root, tmp_path):
+    """search with a query file named like Market junk (-1_c1s1_….jpg) given by name → searched (it was dropped: "dimension 0")."""
+    export_index(str(tiny_checkpoint), str(synthetic_root), str(tmp_path / "idx"))
+    junk = tmp_path / "-1_c1s1_000001_01.jpg"
+    shutil.copy(next((synthetic_root / "query").glob("*.jpg")), junk)
+    found = search(str(tmp_path / "idx"), [str(junk)], str(tiny_checkpoint), topk=2)
+    assert list(found["table"]["query_path"].unique()) == [str(junk)]
+
+
+def test_search_operating_points(tiny_checkpoint, synthetic_root, tmp_path):
+    """search --far F (calibrated), --threshold T, --no-threshold; an uncalibrated --far → one error line listing the stored rates."""
+    out = tmp_path / "idx"
+    export_index(str(tiny_checkpoint), str(synthetic_root), str(out), calibrate=str(synthetic_root))
+    points = GalleryIndex.load(out).manifest["calibration"]["operating_points"]
+    assert [p["far"] for p in points] == [0.1, 0.01, 0.001, 0.0001]
+    query = [str(next((synthetic_root / "query").glob("*.jpg")))]
+    for p in points:
+        found = search(str(out), query, str(tiny_checkpoint), topk=3, far=p["far"])
+        assert found["threshold"]["threshold"] == p["threshold"]
+        assert (found["table"]["match"] == (found["table"]["score"] > p["threshold"])).all()
+    found = search(str(out), query, str(tiny_checkpoint), topk=3, threshold=-1.0)
+    assert found["table"]["match"].all() and not found["no_match"]
+    found = search(str(out), query, str(tiny_checkpoint), topk=3, no_threshold=True)
+    assert "match" not in found["table"] and "threshold" not in found
+    result = run_tool(
+        "search", "--index", out, "--checkpoint", tiny_checkpoint, "--far", 0.05, query[0]
+    )
+    one_error_line(
+        result, "--far 0.05: not calibrated for this index (stored: 0.1, 0.01, 0.001, 0.0001)"
+    )
 
 
 # ---------------------------------------------------------------------------------- also

@@ -13,7 +13,9 @@ import pytest
 
 from reid.data import arrays
 from reid.index import GalleryIndex, IndexFormatError
+from reid.index.gallery import index_file
 from tests.conftest import REPO
+from tests.numeric import assert_topk_tie_aware
 
 
 def gallery(n=300, dim=32, seed=0):
@@ -22,10 +24,11 @@ def gallery(n=300, dim=32, seed=0):
     return features, [f"g{i}.jpg" for i in range(n)], rng.integers(1, 30, n), rng.integers(0, 6, n)
 
 
-def exact_topk(queries, features, k):
-    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    g = features / np.linalg.norm(features, axis=1, keepdims=True)
-    return np.argsort(-(q @ g.T), axis=1, kind="stable")[:, :k]
+def exact_scores(queries, features):
+    """Cosine scores in float64: the reference FAISS's float32 ranking is held to."""
+    q = queries / np.linalg.norm(queries.astype(np.float64), axis=1, keepdims=True)
+    g = features / np.linalg.norm(features.astype(np.float64), axis=1, keepdims=True)
+    return q @ g.T
 
 
 def test_round_trip_matches_exact_ranking(tmp_path):
@@ -35,13 +38,15 @@ def test_round_trip_matches_exact_ranking(tmp_path):
     queries = np.random.default_rng(1).normal(size=(7, 32)).astype(np.float32)
     table = index.search(queries, k=10)
     found = table.sort_values(["query", "rank"])["row"].to_numpy().reshape(7, 10)
-    np.testing.assert_array_equal(found, exact_topk(queries, features, 10))
+    # FAISS and NumPy are two computations: the ranking is compared tie-aware, within ulps
+    assert_topk_tie_aware(found, exact_scores(queries, features), tol=1e-6)
     assert list(table.columns) == ["query", "rank", "score", "row", "path", "pid", "camid"]
     manifest = json.loads((tmp_path / "idx/manifest.json").read_text())
     assert (
         manifest["dim"] == 32
         and manifest["count"] == 300
-        and set(manifest["files"]) == {"index.faiss", "metadata.parquet"}
+        and set(manifest["roles"]) == {"index", "metadata"}
+        and set(manifest["files"]) == set(manifest["roles"].values())
     )
 
 
@@ -87,7 +92,7 @@ def test_approximate_indexes_and_recall(tmp_path, factory):
     assert 0.2 < recall["recall@10"] <= 1.0
     flat = GalleryIndex.build(features, paths, pids, camids, keep_features=True)
     assert flat.recall_at(features[:50], ks=(1, 10)) == {"recall@1": 1.0, "recall@10": 1.0}
-    with pytest.raises(IndexFormatError, match="bad FAISS factory string"):
+    with pytest.raises(IndexFormatError, match="not a FAISS factory string"):
         GalleryIndex.build(features, paths, factory="Nonsense42")
 
 
@@ -96,14 +101,18 @@ def test_corrupt_missing_and_mismatched_files(tmp_path):
     GalleryIndex.build(features, paths, pids, camids).save(tmp_path / "idx")
     with pytest.raises(IndexFormatError, match="index directory not found"):
         GalleryIndex.load(tmp_path / "nope")
-    (tmp_path / "idx/metadata.parquet").rename(tmp_path / "meta.bak")
-    with pytest.raises(IndexFormatError, match="metadata.parquet: missing"):
+    metadata, vectors = (
+        index_file(tmp_path / "idx", "metadata"),
+        index_file(tmp_path / "idx", "index"),
+    )
+    metadata.rename(tmp_path / "meta.bak")
+    with pytest.raises(IndexFormatError, match=f"{metadata.name}: missing"):
         GalleryIndex.load(tmp_path / "idx")
-    (tmp_path / "meta.bak").rename(tmp_path / "idx/metadata.parquet")
-    data = bytearray((tmp_path / "idx/index.faiss").read_bytes())
+    (tmp_path / "meta.bak").rename(metadata)
+    data = bytearray(vectors.read_bytes())
     data[-10] ^= 0xFF
-    (tmp_path / "idx/index.faiss").write_bytes(bytes(data))
-    with pytest.raises(IndexFormatError, match="index.faiss: checksum mismatch"):
+    vectors.write_bytes(bytes(data))
+    with pytest.raises(IndexFormatError, match=f"{vectors.name}: checksum mismatch"):
         GalleryIndex.load(tmp_path / "idx")
     manifest = json.loads((tmp_path / "idx/manifest.json").read_text())
     manifest["format_version"] = 99
@@ -123,16 +132,16 @@ def test_crash_mid_write_keeps_the_previous_index(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed mid-write")
 
-    monkeypatch.setattr("pandas.DataFrame.to_parquet", crash)  # after index.faiss was written
+    before = sorted(p.name for p in (tmp_path / "idx").iterdir())
+    monkeypatch.setattr("pandas.DataFrame.to_parquet", crash)  # after the FAISS file was written
     with pytest.raises(KeyboardInterrupt):
         bigger.save(tmp_path / "idx")
     with pytest.raises(KeyboardInterrupt):
         bigger.save(tmp_path / "fresh")
     monkeypatch.undo()
     assert GalleryIndex.load(tmp_path / "idx").index.ntotal == 50
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "idx"
-    ]  # no temporary or half-written folder
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == before  # nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]  # no empty new folder
 
 
 @pytest.mark.parametrize("suffix", [".pt2", ".onnx", ".ts"])
@@ -180,7 +189,7 @@ def test_unknown_export_suffix_is_refused(tiny_checkpoint, tmp_path):
     from reid.models.export import export_model
 
     model, _ = load_model(tiny_checkpoint)
-    with pytest.raises(ValueError, match="export format from the suffix"):
+    with pytest.raises(ValueError, match="format comes from the suffix"):
         export_model(model, tmp_path / "m.h5", (64, 32))
 
 
@@ -211,6 +220,7 @@ def test_tools_end_to_end(tiny_checkpoint, synthetic_root, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert {p.name for p in (tmp_path / "s").iterdir()} == {
+        ".reid-output.json",  # the ledger: these files are provably the search's own
         "results.csv",
         "results.json",
         "results.png",

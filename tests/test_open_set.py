@@ -11,7 +11,7 @@ import pytest
 from reid.data import load_dataset
 from reid.errors import ReidError
 from reid.index import GalleryIndex
-from reid.index.gallery import IndexFormatError
+from reid.index.gallery import IndexFormatError, index_file
 from reid.workflows.index import export_index, remove_from_index, search
 
 
@@ -111,7 +111,7 @@ def test_removed_vectors_are_never_returned_again(
 def test_pq_index_without_exact_vectors_refuses_removal(tiny_checkpoint, synthetic_root, tmp_path):
     out = tmp_path / "idx"
     export_index(str(tiny_checkpoint), str(synthetic_root), str(out), "IVF4,PQ4x4")
-    before = (out / "index.faiss").read_bytes()
+    before = index_file(out, "index").read_bytes()
     with pytest.raises(IndexFormatError, match="compressed vectors only"):
         remove_from_index(str(out), [int(GalleryIndex.load(out).metadata["pid"].max())])
-    assert (out / "index.faiss").read_bytes() == before  # untouched
+    assert index_file(out, "index").read_bytes() == before  # untouched

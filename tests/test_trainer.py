@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,7 +94,7 @@ def test_atomic_save_never_leaves_a_partial_file(tmp_path, monkeypatch):
     atomic_save({"a": 1}, tmp_path / "last.pt")
 
     def broken(obj, file):
-        file.write(b"partial")
+        Path(file).write_bytes(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken)

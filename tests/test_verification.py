@@ -10,6 +10,7 @@ import torch
 
 from reid.evaluation.rank import feature_score_blocks
 from reid.evaluation.verification import open_set_threshold, verification_metrics
+from tests.numeric import assert_within_ulps, score_tolerance
 
 
 def case(seed=0, q=40, g=120, ids=15, dim=8, ties=False):
@@ -60,11 +61,15 @@ def test_tpr_at_fpr_equals_sklearn_roc(ties):
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_dir_at_far_equals_a_plain_loop(ties):
+    """The evaluator scores in blocks of 5 queries, the loop takes one full product: two
+    computations, so scores are compared within ulps and rank-1 decisions only where they are
+    not within that tolerance of a tie (on AVX2, 7 of 40 impostor scores differ by 1 ulp)."""
     qf, gf, qp, gp, qc, gc = data = case(seed=1, ties=ties)
     fars = (0.5, 0.2, 0.05)
     result = verification_metrics(*data, fars=fars, chunk_size=5)
     _, _, scores = naive_pairs(*data)
-    impostor, mated, correct = [], [], []
+    tol = score_tolerance(scores)
+    impostor, mated, correct, clear = [], [], [], []
     for i in range(len(qf)):
         valid = [
             j for j in range(len(gf)) if gp[j] != -1 and not (gp[j] == qp[i] and gc[j] == qc[i])
@@ -75,16 +80,21 @@ def test_dir_at_far_equals_a_plain_loop(ties):
         impostor.append(max(scores[i, neg]) if neg else -np.inf)
         mated.append(max(scores[i, pos]) if pos else -np.inf)
         correct.append(bool(pos) and gp[best] == qp[i])
-    impostor, mated, correct = map(np.array, (impostor, mated, correct))
-    np.testing.assert_array_equal(result.impostor_scores, impostor)
-    np.testing.assert_array_equal(result.rank1_correct, correct)
+        clear.append(not (pos and neg) or abs(mated[-1] - impostor[-1]) > tol)
+    impostor, mated, correct, clear = map(np.array, (impostor, mated, correct, clear))
+    assert_within_ulps(result.impostor_scores, impostor)
+    assert clear.sum() >= len(clear) // 2  # the comparison below is not vacuous
+    np.testing.assert_array_equal(result.rank1_correct[clear], correct[clear])
+    own = result.impostor_scores  # the FAR rule on the evaluator's own scores: exact
     for f in fars:
         tau = result.far_threshold[f]
-        assert (impostor > tau).sum() <= math.floor(f * len(impostor))  # FAR ≤ f
+        assert (own > tau).sum() <= math.floor(f * len(own))  # FAR ≤ f
         # τ is the lowest such threshold: one impostor at or above it would exceed the rate
-        assert (impostor >= tau).sum() > math.floor(f * len(impostor))
-        expected = (correct & (mated > tau))[np.isfinite(mated)].mean()
-        assert result.dir_at_far[f] == pytest.approx(expected)
+        assert (own >= tau).sum() > math.floor(f * len(own))
+        finite = np.isfinite(mated)
+        low = (correct & clear & (mated > tau + tol))[finite].mean()
+        high = ((correct | ~clear) & (mated > tau - tol))[finite].mean()
+        assert low - 1e-12 <= result.dir_at_far[f] <= high + 1e-12
 
 
 def test_calibrated_threshold_gives_the_requested_far_within_sampling_error():

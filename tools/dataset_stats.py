@@ -3,10 +3,11 @@
 import argparse
 from pathlib import Path
 
-from reid.data import load_dataset, verify_images
+from reid.data import LOADERS, load_dataset, verify_images
 from reid.data.stats import images_per_id, plot_images_per_id, split_stats
 from reid.errors import OutputError
 from reid.logging_utils import tool_main
+from reid.outputs import output_file
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -14,7 +15,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description=__doc__, epilog="example: python tools/dataset_stats.py datasets/synthetic"
     )
     parser.add_argument("root", help="Market-format root, MSMT17 root or CSV manifest")
-    parser.add_argument("--kind", default="auto")
+    parser.add_argument("--kind", default="auto", choices=("auto", *LOADERS))
     parser.add_argument(
         "--plot",
         default=None,
@@ -27,6 +28,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    source = Path(args.root).resolve()
+    name = source.stem if source.suffix == ".csv" else source.name
+    plot = Path(args.plot or f"{name}_images_per_id.png")
+    if plot.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise OutputError(f"--plot {plot}: must end in .png, .pdf or .svg")
+    folder, plot_name = output_file(plot, "dataset_stats", "--plot")
+    folder.prepare([plot_name])  # before the (possibly long) --verify-images pass
     dataset = load_dataset(args.root, args.kind, all_splits=False)
     print(
         f"{'split':<8} {'ids':>6} {'images':>8} {'cams':>5} {'min':>5} {'median':>7} {'max':>5} {'max/min':>8} {'Gini':>6} {'distr/junk':>10}"
@@ -43,16 +51,9 @@ def main(args: argparse.Namespace) -> None:
     if args.verify_images:
         count = verify_images(dataset.train + dataset.query + dataset.gallery)
         print(f"all {count} images decode")
-    source = Path(args.root).resolve()
-    name = source.stem if source.suffix == ".csv" else source.name
-    plot = Path(args.plot or f"{name}_images_per_id.png")
-    if not plot.parent.is_dir():
-        raise OutputError(f"--plot {plot}: folder {plot.parent} does not exist")
-    plot_images_per_id(
-        images_per_id(dataset.train),
-        str(plot),
-        f"{name} ({dataset.name}, {source}): training images per identity",
-    )
+    counts = images_per_id(dataset.train)
+    title = f"{name} ({dataset.name}, {source}): training images per identity"
+    folder.write(plot_name, lambda tmp: plot_images_per_id(counts, str(tmp), title))
     print(f"histogram: {plot}")
 
 

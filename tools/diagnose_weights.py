@@ -2,9 +2,10 @@
 against its number of training images — a CSV and a scatter PNG."""
 
 import argparse
-from pathlib import Path
 
+from reid.arguments import add_device
 from reid.logging_utils import tool_main
+from reid.outputs import OutputFolder
 from reid.workflows.diagnostics import correlation, plot_angles, weight_center_angles
 
 
@@ -16,16 +17,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--data", help="training set (default: the checkpoint's)")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--device", default=None)
+    add_device(parser)
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
+    outputs = OutputFolder(args.out, "diagnose_weights")
+    outputs.prepare(["angles.csv", "angles.png"])
     table = weight_center_angles(args.checkpoint, args.data, args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "angles.csv", index=False)
-    plot_angles(table, str(out / "angles.png"))
+    out = outputs.folder
+    outputs.write("angles.csv", lambda tmp: table.to_csv(tmp, index=False))
+    outputs.write("angles.png", lambda tmp: plot_angles(table, str(tmp)))
     rare = table[table["images"] <= table["images"].quantile(0.25)]["angle_deg"].mean()
     common = table[table["images"] >= table["images"].quantile(0.75)]["angle_deg"].mean()
     print(

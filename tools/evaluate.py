@@ -2,6 +2,7 @@
 
 import argparse
 
+from reid.arguments import BATCH, WORKERS, Int, add_device
 from reid.logging_utils import tool_main
 from reid.workflows.evaluate import run_evaluation
 
@@ -28,18 +29,20 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)"
     )
     parser.add_argument(
-        "--aqe", type=int, default=0, metavar="K", help="average query expansion with K neighbours"
+        "--aqe",
+        type=Int(0, 1000),
+        default=0,
+        metavar="K",
+        help="average query expansion with K neighbours",
     )
     parser.add_argument("--flip", action="store_true", help="average features of image and mirror")
+    add_device(parser)
+    parser.add_argument("--batch-size", type=BATCH, default=128)
+    parser.add_argument("--workers", type=WORKERS, default=2)
     parser.add_argument(
-        "--device", default=None, choices=["cpu", "cuda"], help="default: cuda if available"
+        "--ranked", type=Int(0, 1000), default=8, help="queries drawn in ranked_lists.png (0: none)"
     )
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--ranked", type=int, default=8, help="queries drawn in ranked_lists.png (0: none)"
-    )
-    parser.add_argument("--topk", type=int, default=10)
+    parser.add_argument("--topk", type=Int(1, 100), default=10, help="hits per drawn query")
     parser.add_argument("--worst-first", action="store_true", help="draw the lowest-AP queries")
     parser.add_argument("--save-features", help="also write the features to this npz/parquet file")
     return parser

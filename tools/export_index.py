@@ -2,6 +2,7 @@
 
 import argparse
 
+from reid.arguments import BATCH, PID, RATE, add_device
 from reid.errors import ReidError
 from reid.logging_utils import tool_main
 from reid.workflows.index import export_index, remove_from_index
@@ -44,16 +45,20 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="labelled query/gallery (Market-format root or CSV) to calibrate the no-match threshold on",
     )
     parser.add_argument(
-        "--far", type=float, default=1e-3, help="false-alarm rate of the calibrated threshold"
+        "--far",
+        type=RATE,
+        default=1e-3,
+        help="false-alarm rate of the default operating point (thresholds at 1e-1…1e-4 are "
+        "stored too; search --far picks one)",
     )
     parser.add_argument(
-        "--remove-pids", nargs="+", type=int, default=(), help="remove these identities from --out"
+        "--remove-pids", nargs="+", type=PID, default=(), help="remove these identities from --out"
     )
     parser.add_argument(
         "--remove-paths", metavar="FILE", help="remove the images listed (one path per line)"
     )
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--batch-size", type=int, default=64)
+    add_device(parser)
+    parser.add_argument("--batch-size", type=BATCH, default=64)
     return parser
 
 

@@ -4,10 +4,10 @@ inputs (max abs difference < 1e-4; onnxruntime for ONNX) with a dynamic batch ax
 
 import argparse
 
-from reid.index.gallery import sha256
 from reid.logging_utils import tool_main
 from reid.models.checkpoint import load_model
-from reid.models.export import export_model
+from reid.models.export import check_export_targets, export_model
+from reid.outputs import sha256
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_export_targets(args.out)  # every target before the first (slow) conversion
     model, cfg = load_model(args.checkpoint)
     digest = sha256(args.checkpoint)
     for target in args.out:

@@ -3,6 +3,7 @@ Market-format ``bounding_box_train``, written as a Market layout of symbolic lin
 
 import argparse
 
+from reid.arguments import SEED, Float, Int
 from reid.data.splits import make_holdout_split
 from reid.logging_utils import tool_main
 
@@ -15,11 +16,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("source_root", help="folder holding bounding_box_train/")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--holdout-ids", type=int, required=True)
+    parser.add_argument("--holdout-ids", type=Int(1, 1_000_000), required=True)
     parser.add_argument(
-        "--longtail-ratio", type=float, default=1.0, help="rho of the training caps (1 = as is)"
+        "--longtail-ratio",
+        type=Float(1, 1e6),
+        default=1.0,
+        help="rho of the training caps (1 = as is)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=SEED, default=0)
     return parser
 
 

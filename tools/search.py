@@ -2,6 +2,7 @@
 
 import argparse
 
+from reid.arguments import RATE, SCORE, TOPK, Int, add_device
 from reid.logging_utils import tool_main
 from reid.workflows.index import search
 
@@ -17,7 +18,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint", required=True, help="the model the index was built with (or its export)"
     )
-    parser.add_argument("--topk", type=int, default=10)
+    parser.add_argument("--topk", type=TOPK, default=10)
     parser.add_argument(
         "--exclude-same-camera", action="store_true", help="drop results from the query's camera"
     )
@@ -27,8 +28,22 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="recall vs exact search (needs --keep-features)",
     )
-    parser.add_argument("--nprobe", type=int, default=None, help="IVF lists visited")
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--nprobe", type=Int(1, 1 << 20), default=None, help="IVF lists visited")
+    point = parser.add_mutually_exclusive_group()
+    point.add_argument(
+        "--far",
+        type=RATE,
+        default=None,
+        help="operating point: one of the false-alarm rates calibrated into the index "
+        "(default: the one chosen at export)",
+    )
+    point.add_argument(
+        "--threshold", type=SCORE, default=None, help="explicit no-match threshold (cosine)"
+    )
+    point.add_argument(
+        "--no-threshold", action="store_true", help="rank only: no match / no-match decision"
+    )
+    add_device(parser)
     return parser
 
 
@@ -43,12 +58,16 @@ def main(args: argparse.Namespace) -> None:
         args.device,
         args.report_recall,
         args.nprobe,
+        args.far,
+        args.threshold,
+        args.no_threshold,
     )
     print(result["table"].to_string(index=False, formatters={"score": "{:.4f}".format}))
     if "threshold" in result:
         c = result["threshold"]
+        rate = f"FAR {c['far']:g}" if c.get("far") is not None else "explicit --threshold"
         for path in result["no_match"]:
-            print(f"{path}: no match above threshold {c['threshold']:.4f} (FAR {c['far']:g})")
+            print(f"{path}: no match above threshold {c['threshold']:.4f} ({rate})")
     if "recall" in result:
         print("recall vs exact search:", result["recall"])
     for path in result.get("files", []):

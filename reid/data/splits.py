@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ..outputs import check_no_overlap, check_replaceable, write_marker
+from ..atomic import temp_path
+from ..outputs import OutputFolder, check_no_overlap, swap_in
 from .market1501 import FOLDERS, parse_folder
 from .records import DatasetError
 from .stats import split_stats
@@ -65,9 +65,13 @@ def make_holdout_split(
     """
     source = Path(source_root) / "bounding_box_train"
     out = Path(out)
-    # never write into (or over) the data we read, nor over a folder the splitter did not write
+    # never write into (or over) the data we read; in a split folder every entry must be a
+    # link (or copy) the splitter wrote: anything else would become data, so it is refused
     check_no_overlap(out, [source])
-    check_replaceable(out, "split", "choose a new or empty --out folder", proof=_legacy_split)
+    outputs = OutputFolder(out, "split")
+    folders = [FOLDERS[split] for split in ("train", "query", "gallery")]
+    outputs.refuse_foreign(folders, "make_split")
+    outputs.prepare(["split.json"])
     records = parse_folder(source, "train")
     pids = sorted({r.pid for r in records})
     if not 0 < holdout_ids < len(pids):
@@ -88,17 +92,28 @@ def make_holdout_split(
             for i, record in enumerate(by_cam[cam]):
                 (query if i == pick else gallery).append(record)
     train = apply_longtail(train, longtail_ratio, seed)
-    for split, items in (("train", train), ("query", query), ("gallery", gallery)):
-        folder = out / FOLDERS[split]
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        for record in items:
-            target = folder / Path(record.path).name
-            try:
-                os.symlink(os.path.abspath(record.path), target)
-            except OSError:
-                shutil.copy2(record.path, target)
+    out.mkdir(parents=True, exist_ok=True)
+    written, staged = [], {}
+    try:  # each folder is built aside and replaces the old one only when all three are complete
+        for split, items in (("train", train), ("query", query), ("gallery", gallery)):
+            name = FOLDERS[split]
+            staged[name] = temp_path(out / name, ".new")
+            staged[name].mkdir()
+            for record in items:
+                target = staged[name] / Path(record.path).name
+                try:
+                    os.symlink(os.path.abspath(record.path), target)
+                except OSError:
+                    shutil.copy2(record.path, target)
+                written.append(f"{name}/{target.name}")
+    except BaseException:
+        for folder in staged.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    for name, folder in staged.items():
+        swap_in(folder, out / name)
+    outputs.forget([n for n in outputs.entries() if n.split("/")[0] in folders])
+    outputs.record(written)
     stats = {
         name: split_stats(items).as_dict()
         for name, items in (("train", train), ("query", query), ("gallery", gallery))
@@ -109,17 +124,5 @@ def make_holdout_split(
         "longtail_ratio": longtail_ratio,
         "seed": seed,
     }
-    (out / "split.json").write_text(json.dumps(stats, indent=2))
-    write_marker(out, "split", source=stats["params"]["source"])
+    outputs.write_json("split.json", stats, indent=2)
     return stats
-
-
-def _legacy_split(folder: Path) -> bool:
-    """A split written before markers existed: ``split.json`` with the splitter's parameters and
-    nothing but the three Market folders of symbolic links beside it."""
-    try:
-        params = json.loads((folder / "split.json").read_text())["params"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    allowed = {"split.json", "bounding_box_train", "query", "bounding_box_test"}
-    return "holdout_ids" in params and {p.name for p in folder.iterdir()} <= allowed

@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..outputs import check_replaceable, write_marker
+from ..atomic import temp_path
+from ..outputs import OutputFolder, swap_in
 from .market1501 import load_market_format
 from .records import DatasetError
 from .splits import longtail_caps
 
 log = logging.getLogger(__name__)
+SPLIT_FOLDERS = ("bounding_box_train", "query", "bounding_box_test")
 
 SKIN = [(241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (255, 219, 172)]
 HAIR = [(20, 20, 20), (60, 40, 20), (110, 75, 40), (200, 170, 90), (130, 130, 130), (150, 40, 30)]
@@ -354,27 +357,47 @@ def generate(out: str | Path, spec: SyntheticSpec) -> dict:
             f"--cams must be at most 9 (one digit in the Market file name), got {spec.cams}"
         )
     out = Path(out)
-    # old images are deleted only in a folder this generator wrote (its marker file says so)
-    check_replaceable(out, "synthetic", "choose a new or empty --out folder")
-    folders = {name: out / name for name in ("bounding_box_train", "query", "bounding_box_test")}
+    folders = {name: out / name for name in SPLIT_FOLDERS}
+    # an image in a split folder that the generator did not write would become data: refused;
+    # the generator's own earlier images (its ledger lists them) are replaced, nothing else
+    outputs = OutputFolder(out, "synthetic")
+    outputs.refuse_foreign(SPLIT_FOLDERS, "the synthetic generator")
+    outputs.prepare([])
+    # the new images go to staged folders; each replaces the old one only once all are complete
     out.mkdir(parents=True, exist_ok=True)
-    write_marker(out, "synthetic", seed=spec.seed)
-    for folder in folders.values():
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("*.jpg"):
-            old.unlink()
-    root_rng = np.random.default_rng(spec.seed)
-    cameras = [sample_camera(root_rng) for _ in range(spec.cams)]
-    num_train = spec.ids // 2
-    pids = np.arange(1, spec.ids + 1)
+    staged = {name: temp_path(out / name, ".new") for name in SPLIT_FOLDERS}
+    for folder in staged.values():
+        folder.mkdir()
+    written: list[str] = []
     counts = {name: 0 for name in folders}
     counter = 0
 
     def save(image: Image.Image, folder: str, pid: int, cam: int, rng) -> None:
         nonlocal counter
         counter += 1
-        image.save(folders[folder] / _file_name(pid, cam + 1, counter, rng), quality=92)
+        name = _file_name(pid, cam + 1, counter, rng)
+        image.save(staged[folder] / name, quality=92)
+        written.append(f"{folder}/{name}")
         counts[folder] += 1
+
+    try:
+        _render_all(spec, save)
+    except BaseException:
+        for folder in staged.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    for name in SPLIT_FOLDERS:
+        swap_in(staged[name], folders[name])
+    outputs.forget([n for n in outputs.entries() if n.split("/")[0] in SPLIT_FOLDERS])
+    outputs.record(written)
+    return counts
+
+
+def _render_all(spec: SyntheticSpec, save) -> None:
+    root_rng = np.random.default_rng(spec.seed)
+    cameras = [sample_camera(root_rng) for _ in range(spec.cams)]
+    num_train = spec.ids // 2
+    pids = np.arange(1, spec.ids + 1)
 
     for part, part_pids in (("train", pids[:num_train]), ("test", pids[num_train:])):
         caps = longtail_caps(len(part_pids), spec.images_per_id, spec.longtail_ratio)
@@ -425,7 +448,6 @@ def generate(out: str | Path, spec: SyntheticSpec) -> dict:
             cam,
             rng,
         )
-    return counts
 
 
 def contact_sheet(
@@ -446,4 +468,7 @@ def contact_sheet(
         step = max(1, math.ceil(len(records) / per_id))
         for col, record in enumerate(records[::step][:per_id]):
             sheet.paste(Image.open(record.path).convert("RGB"), (col * (w + 2), row * (h + 2)))
-    sheet.save(out_path)
+    out_path = Path(out_path)
+    outputs = OutputFolder(out_path.parent, "synthetic")
+    outputs.prepare([out_path.name])
+    outputs.write(out_path.name, lambda tmp: sheet.save(tmp))

@@ -1,40 +1,26 @@
-"""Atomic checkpoint files: write to a temporary file in the same folder, fsync, rename.
+"""Checkpoint files, written through the one atomic-write path (``reid/atomic.py``).
 
 A crash (even SIGKILL) mid-write leaves the previous checkpoint intact; readers never see a
-half-written file under the final name.
+half-written file under the final name; a full disk is one line naming the checkpoint.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from ..models.checkpoint import read_checkpoint
 
 
 def atomic_save(obj, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,11 +9,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
-def write_report(history: list[dict], run_dir: Path) -> None:
+def write_report(history: list[dict], outputs) -> None:
+    """``summary.csv`` and ``curves.png`` into the run's ``OutputFolder``."""
     if not history:
         return
     table = pd.DataFrame(history)
-    table.to_csv(run_dir / "summary.csv", index=False)
+    outputs.write("summary.csv", lambda tmp: table.to_csv(tmp, index=False))
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
     loss_columns = [c for c in table.columns if c.startswith("loss")]
     table.plot(x="epoch", y=loss_columns, ax=axes[0], title="loss")
@@ -28,5 +27,5 @@ def write_report(history: list[dict], run_dir: Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(run_dir / "curves.png", dpi=100)
+    outputs.write("curves.png", lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)

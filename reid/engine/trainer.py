@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,14 +23,14 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from ..config import save_config, to_dict
+from ..config import config_yaml, to_dict
 from ..data import arrays, load_dataset, verify_images
 from ..errors import ReidError
 from ..evaluation.features_io import FeatureSet
 from ..evaluation.pipeline import evaluate_features
 from ..evaluation.rank import RankResult, count_valid_queries
 from ..models import FeatureExtractor
-from ..outputs import write_marker
+from ..outputs import OutputFolder, lock_folder
 from .build import (
     Losses,
     build_losses,
@@ -40,7 +42,7 @@ from .build import (
     init_from_checkpoint,
 )
 from .centers import frequency_groups, init_head_centers
-from .checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
+from .checkpoint import load_checkpoint, rng_state, seed_everything, set_rng_state
 from .distributed import cleanup, init_distributed, local_device
 from .report import write_report
 
@@ -49,6 +51,22 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(ReidError):
     """The loss became NaN/inf; the last good checkpoint is left untouched."""
+
+
+class TrainingInterrupted(ReidError):
+    """Ctrl-C during training: the message names the last good checkpoint (exit status 130)."""
+
+    exit_code = 130
+
+
+def last_good_state(run_dir: Path, epoch: int) -> str:
+    """Where a stopped run can continue from, in words."""
+    if (run_dir / "last.pt").is_file() and epoch > 1:
+        return (
+            f"{run_dir / 'last.pt'} (epoch {epoch - 1}) is the last good state; "
+            f"continue with --resume {run_dir}"
+        )
+    return "no checkpoint was written (it stopped in the first epoch)"
 
 
 def _amp_dtype(mode: str, device: torch.device):
@@ -339,22 +357,23 @@ def _restore(run: Training, checkpoint: dict) -> None:
 
 
 def _save(run: Training, epoch: int, name: str) -> None:
-    atomic_save(
-        {
-            "module": run.core.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-            "scaler": run.scaler.state_dict(),
-            "epoch": epoch,
-            "sampler": run.sampler.state_dict() if run.sampler is not None else None,
-            "rng": rng_state(),
-            "config": to_dict(run.cfg),
-            "history": run.history,
-            "best_map": run.best_map,
-            "num_classes": run.core.head.num_classes,
-        },
-        run.run_dir / name,
-    )
+    run_outputs(run.run_dir).write(name, lambda tmp: torch.save(_state(run, epoch), tmp))
+
+
+def _state(run: Training, epoch: int) -> dict:
+    return {
+        "module": run.core.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "epoch": epoch,
+        "sampler": run.sampler.state_dict() if run.sampler is not None else None,
+        "rng": rng_state(),
+        "config": to_dict(run.cfg),
+        "history": run.history,
+        "best_map": run.best_map,
+        "num_classes": run.core.head.num_classes,
+    }
 
 
 def _evaluate_now(run: Training) -> dict:
@@ -401,26 +420,57 @@ def _log_epoch(epoch: int, stats: dict, uses_centers: bool, last: bool) -> None:
         )
 
 
-def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+def run_outputs(run_dir: Path) -> OutputFolder:
+    """The run folder's files, in its ledger (``reid/outputs.py``)."""
+    return OutputFolder(run_dir, "run", "--output")
+
+
+def fit(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    replace: bool = False,
+) -> dict:
     """Train (and periodically evaluate) as configured; returns the final metrics dict.
 
     ``resume=True`` continues from ``run_dir/last.pt`` with ``cfg`` (the run's own config, where
     ``workflows.train`` allows only a longer ``train.epochs`` and a few bookkeeping keys to change).
     Everything that can be checked runs before the first step: the evaluation set, the sampler,
-    the model, ``init_from``.
+    the model, ``init_from``. The folder is held for this run alone while it trains (a second
+    training into it is refused). ``replace=True`` (``--overwrite``) removes the earlier run's
+    files, those its ledger lists, only once every check has passed.
     """
     run_dir = Path(run_dir)
+    if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 holds the folder and writes it
+        return _fit(cfg, run_dir, resume, progress, replace)
+    created = not run_dir.exists()
+    try:
+        with lock_folder(run_dir, "training run", "--output"):
+            return _fit(cfg, run_dir, resume, progress, replace)
+    except BaseException:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a run that failed its checks leaves no empty folder behind
+        raise
+
+
+def _fit(cfg: DictConfig, run_dir: Path, resume: bool, progress: bool, replace: bool) -> dict:
+    outputs = run_outputs(run_dir)
+    if not resume and int(os.environ.get("RANK", "0")) == 0:  # names free, or the run's own
+        outputs.check(RUN_FILES, "choose another --output folder")
     run = _build(cfg, run_dir, load_checkpoint(run_dir / "last.pt") if resume else None)
     main, core = run.rank == 0, run.core
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        write_marker(run_dir, "run")
+        if replace:
+            outputs.remove(RUN_FILES)
+            shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+        outputs.write_text("config.yaml", config_yaml(cfg))
     writer = None
     if main and cfg.output.tensorboard:
         from torch.utils.tensorboard import SummaryWriter  # optional, heavy: only when asked
 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
+    epoch = run.start_epoch
     try:
         for epoch in range(run.start_epoch, cfg.train.epochs + 1):
             if run.sampler is not None:
@@ -447,12 +497,9 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
                     log_every=cfg.train.log_every,
                 )
             except NonFiniteLossError as exc:
-                kept = (
-                    f"{run_dir / 'last.pt'} (epoch {epoch - 1}) is the last good state"
-                    if (run_dir / "last.pt").is_file()
-                    else "no checkpoint was written (it failed in the first epoch)"
-                )
-                raise NonFiniteLossError(f"{exc}; stopped, {kept}") from None
+                raise NonFiniteLossError(
+                    f"{exc}; stopped, {last_good_state(run_dir, epoch)}"
+                ) from None
             if run.world_size > 1:  # BN running statistics drift per rank after the last forward
                 for buffer in core.buffers():
                     torch.distributed.broadcast(buffer, 0)
@@ -464,11 +511,13 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
                 except BaseException:  # keep the epoch just trained, then report the failure
                     run.history.append(record)
                     _save(run, epoch, "last.pt")
+                    epoch += 1  # the epoch just trained is the last good state
                     raise
             if main:
                 run.history.append(record)
                 with open(run_dir / "metrics.jsonl", "a") as handle:
                     handle.write(json.dumps(record) + "\n")
+                outputs.record(["metrics.jsonl"])
                 if writer is not None:
                     for key, value in record.items():
                         writer.add_scalar(key, value, epoch)
@@ -477,10 +526,15 @@ def fit(cfg: DictConfig, run_dir: str | Path, resume: bool = False, progress: bo
                     _save(run, epoch, "best.pt")
                 _save(run, epoch, "last.pt")
                 _log_epoch(epoch, stats, core.head.uses_centers, last)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(
+            f"interrupted in epoch {epoch}: {last_good_state(run_dir, epoch)}"
+        ) from None
     finally:
         if writer is not None:
             writer.close()
+            outputs.record(["tensorboard"])
         cleanup()
     if main:
-        write_report(run.history, run_dir)
+        write_report(run.history, outputs)
     return run.history[-1] if run.history else {}

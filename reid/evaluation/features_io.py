@@ -26,8 +26,15 @@ class FeatureSet:
         return len(self.pids)
 
 
+def check_feature_suffix(path: str | Path) -> None:
+    if Path(path).suffix not in (".npz", ".parquet"):
+        raise DatasetError(f"{path}: feature file must end in .npz or .parquet")
+
+
 def save_features(path: str | Path, query: FeatureSet, gallery: FeatureSet) -> None:
+    """Write both sets to ``path`` (the caller makes it atomic: ``OutputFolder.write``)."""
     path = Path(path)
+    check_feature_suffix(path)
     split = np.array(["query"] * len(query) + ["gallery"] * len(gallery))
     columns = {
         "pids": np.concatenate([query.pids, gallery.pids]),
@@ -36,17 +43,35 @@ def save_features(path: str | Path, query: FeatureSet, gallery: FeatureSet) -> N
         "split": split,
     }
     features = np.vstack([query.features, gallery.features]).astype(np.float32)
-    tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".parquet":
         table = pd.DataFrame(columns)
         table["features"] = list(features)
-        table.to_parquet(tmp)
-    elif path.suffix == ".npz":
-        with open(tmp, "wb") as handle:
-            np.savez(handle, features=features, **columns)
+        table.to_parquet(path)
     else:
-        raise DatasetError(f"{path}: feature file must end in .npz or .parquet")
-    tmp.replace(path)
+        with open(path, "wb") as handle:
+            np.savez(handle, features=features, **columns)
+
+
+def integer_labels(values, key: str, path) -> np.ndarray:
+    """``values`` as int64, refusing what a cast would silently change: a null or NaN (which
+    int64 turns into a huge negative identity), a fraction (31.7 would become 31), a word."""
+    array = np.asarray(values)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64)
+    if array.dtype.kind == "b":
+        raise DatasetError(f"{path}: {key} must be integers, found booleans")
+    out = np.empty(len(array), dtype=np.int64)
+    for row, value in enumerate(array.tolist()):
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if value is None or (isinstance(value, float) and not np.isfinite(value)):
+            raise DatasetError(f"{path}: {key} row {row} is missing (null or NaN)")
+        if isinstance(value, float) and value != int(value):
+            raise DatasetError(f"{path}: {key} row {row} is {value!r}, not an integer")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise DatasetError(f"{path}: {key} must be integers, found {value!r} (row {row})")
+        out[row] = int(value)
+    return out
 
 
 def load_features(path: str | Path) -> tuple[FeatureSet, FeatureSet]:
@@ -89,15 +114,13 @@ def load_features(path: str | Path) -> tuple[FeatureSet, FeatureSet]:
     if not np.isfinite(features).all():
         raise DatasetError(f"{path}: features hold NaN or inf values")
     for key in ("pids", "camids"):
-        try:
-            data[key] = np.asarray(data[key]).astype(np.int64)
-        except (ValueError, TypeError):
-            bad = next(
-                v for v in np.asarray(data[key]).tolist() if not str(v).lstrip("-").isdigit()
-            )
-            raise DatasetError(f"{path}: {key} must be integers, found {bad!r}") from None
+        data[key] = integer_labels(data[key], key, path)
     paths = np.asarray(data.get("paths", np.array([""] * n)), dtype=str)
     split = np.asarray(data["split"], dtype=str)
+    unknown = sorted(set(split.tolist()) - {"query", "gallery"})
+    if unknown:
+        counts = ", ".join(f"{v!r} ({int((split == v).sum())} rows)" for v in unknown[:5])
+        raise DatasetError(f"{path}: split must be 'query' or 'gallery', found {counts}")
     sets = []
     for name in ("query", "gallery"):
         mask = split == name

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont, ImageOps  # noqa: E402
 
+from ..data.images import read_image  # noqa: E402
 from .rank import RankResult  # noqa: E402
 from .verification import HIST_BINS, VerificationResult  # noqa: E402
 
@@ -97,12 +98,10 @@ def ranked_list_image(
     grey unknown). ``query_label`` / ``hit_labels``: text lines printed under each tile (file,
     pid, camera, AP for the query; rank, score, pid, camera for each hit)."""
     h, w = max(size[0], 128), max(size[1], 64)  # small inputs are drawn at a readable size
-    tile = ImageOps.expand(
-        Image.open(query_path).convert("RGB").resize((w, h)), border, (60, 60, 60)
-    )
+    tile = ImageOps.expand(read_image(query_path).resize((w, h)), border, (60, 60, 60))
     tiles = [_caption(tile, query_label) if query_label else tile]
     for i, (path, ok) in enumerate(zip(gallery_paths, matches)):
-        image = Image.open(path).convert("RGB").resize((w, h))
+        image = read_image(path).resize((w, h))
         colour = (150, 150, 150) if ok is None else (0, 170, 0) if ok else (220, 0, 0)
         tile = ImageOps.expand(image, border, colour)
         if hit_labels:

@@ -1,26 +1,30 @@
 """A persistent, searchable gallery: FAISS index + metadata table + manifest, in one directory.
 
-Layout of ``INDEX_DIR``::
+Layout of ``INDEX_DIR`` (``GEN`` is a fresh generation tag at every save)::
 
-    index.faiss        the FAISS index (factory string: Flat, IVF…,Flat, IVF…,PQ…, HNSW…)
-    metadata.parquet   one row per vector: row, path, pid, camid (pid/camid -1 where unknown)
-    manifest.json      format version, dim, metric and normalisation, factory, preprocessing,
-                       model hash, library versions, counts, SHA-256 of every file, creation time
-    features.npy       optional (--keep-features): exact vectors, for recall reports and append
-                       into approximate indexes
+    manifest.json          format version, dim, metric and normalisation, factory,
+                           preprocessing, model hash, library versions, counts, the data files
+                           of each role and the SHA-256 of each, creation time
+    index.GEN.faiss        the FAISS index (factory string: Flat, IVF…,Flat, IVF…,PQ…, HNSW…)
+    metadata.GEN.parquet   one row per vector: row, path, pid, camid (-1 where unknown)
+    features.GEN.npy       optional (--keep-features): exact vectors, for recall reports and
+                           append into approximate indexes
 
-Vectors are L2-normalised embeddings searched by inner product (= cosine). The directory is
-written to a temporary sibling and renamed into place, so a crash never leaves a half-written
-index under the final name; ``load`` verifies versions and checksums before use.
+Vectors are L2-normalised embeddings searched by inner product (= cosine). A save writes the
+new generation's files beside the old ones, then replaces ``manifest.json`` atomically (the
+commit point), then removes the old generation's files (listed, with checksums, by the old
+manifest). A crash at any moment leaves the old index or the new one, never a mix, and the
+folder's other files are never touched. ``load`` verifies versions and checksums before use;
+format-1 indexes (fixed names ``index.faiss``, ``metadata.parquet``, ``features.npy``) still
+load.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
+import re
+import secrets
 import time
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -30,25 +34,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import ReidError
+from .. import atomic
+from ..errors import OutputError, ReidError
 from ..evaluation.postprocess import l2_normalize
-from ..outputs import check_replaceable
+from ..outputs import sha256
 
-FORMAT_VERSION = 1
-FILES = ("index.faiss", "metadata.parquet")
-INDEX_FILES = {*FILES, "features.npy", "manifest.json"}
+FORMAT_VERSION = 2  # 1: fixed file names (still read); 2: generation-named data files
+READABLE_VERSIONS = (1, 2)
+#: each role's file: ``ROLE.GEN.SUFFIX`` in format 2, ``ROLE.SUFFIX`` in format 1
+SUFFIXES = {"index": ".faiss", "metadata": ".parquet", "features": ".npy"}
+MANIFEST = "manifest.json"
+_PENDING = ".pending.json"
 
 
 class IndexFormatError(ReidError):
     """A missing, corrupt or mismatched index directory; the message names the file."""
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _versions() -> dict:
@@ -67,17 +67,37 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return l2_normalize(x)
 
 
+def parse_factory(factory: str, dim: int | None = None, count: int | None = None) -> None:
+    """Check a FAISS factory string before any work: it parses (for ``dim`` when known), and an
+    IVF index has no more lists than the gallery has vectors to train them (``count``)."""
+    if not isinstance(factory, str) or not factory.strip():
+        raise IndexFormatError(
+            "--index: empty FAISS factory string (e.g. Flat, IVF256,Flat, HNSW32)"
+        )
+    if dim is not None:
+        try:
+            faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise IndexFormatError(
+                f"--index {factory!r}: not a FAISS factory string for {dim}-d vectors "
+                f"({str(exc).strip().splitlines()[-1].rsplit(': ', 1)[-1]})"
+            ) from None
+    lists = re.search(r"IVF(\d+)", factory)
+    if lists and count is not None and count < int(lists.group(1)):
+        raise IndexFormatError(
+            f"--index {factory}: {lists.group(1)} IVF lists need at least as many gallery images "
+            f"to train on, the gallery has {count}; use fewer lists (about sqrt(N): "
+            f"IVF{max(1, int(count**0.5))},Flat) or Flat"
+        )
+
+
 def build_faiss_index(
     features: np.ndarray, factory: str = "Flat", use_gpu: bool | None = None
 ) -> faiss.Index:
     """Build (and train where needed) a FAISS index for unit vectors by inner product."""
     dim = features.shape[1]
-    try:
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise IndexFormatError(
-            f"bad FAISS factory string {factory!r}: {str(exc).splitlines()[-1]}"
-        ) from None
+    parse_factory(factory, dim, len(features))
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if use_gpu is None:
         use_gpu = faiss.get_num_gpus() > 0
     work = index
@@ -89,34 +109,72 @@ def build_faiss_index(
     return faiss.index_gpu_to_cpu(work) if work is not index else index
 
 
+def read_manifest(directory: Path) -> dict | None:
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(manifest, dict) and "format_version" in manifest and "files" in manifest:
+        return manifest
+    return None
+
+
 def is_index_dir(directory: Path) -> bool:
     """True when ``directory`` holds an index manifest of this format (proof that we wrote it)."""
-    try:
-        manifest = json.loads((directory / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return isinstance(manifest, dict) and "format_version" in manifest and "files" in manifest
+    return read_manifest(Path(directory)) is not None
+
+
+def index_file(directory: str | Path, role: str) -> Path:
+    """The file of ``role`` (index, metadata, features) of the index in ``directory``."""
+    manifest = read_manifest(Path(directory))
+    if manifest is None:
+        raise IndexFormatError(f"{directory}: not an index (no manifest)")
+    return Path(directory) / role_files(manifest)[role]
+
+
+def role_files(manifest: dict) -> dict:
+    """role → file name of an index's data files (format 1 used fixed names)."""
+    if "roles" in manifest:
+        return dict(manifest["roles"])
+    return {
+        role: role + suffix
+        for role, suffix in SUFFIXES.items()
+        if role + suffix in manifest["files"]
+    }
 
 
 def check_index_target(directory: str | Path) -> None:
-    """Refuse to replace a folder that is not an index (a run folder, a photo folder, ...)."""
-    check_replaceable(
-        directory,
-        "index",
-        "choose a new or empty --out folder, or an existing index folder to replace",
-        proof=is_index_dir,
-    )
+    """An index may be written into a new folder, or into one whose ``manifest.json`` is absent
+    or an index manifest; the folder's other files are kept whatever they are."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"--out {directory}: exists and is not a folder")
+    path = directory / MANIFEST
+    if (path.exists() or path.is_symlink()) and not is_index_dir(directory):
+        raise OutputError(
+            f"--out {directory}: {MANIFEST} already exists and is not an index manifest; "
+            "choose another folder"
+        )
 
 
-def clean_stale_temporaries(parent: Path) -> None:
-    """Remove what a killed export left in ``parent``: ``.NAME.tmp-*`` / ``.NAME.old-*`` folders
-    holding nothing but index files."""
-    for path in parent.glob(".*"):
-        if not path.is_dir() or not (".tmp-" in path.name or ".old-" in path.name):
+def clean_index_leftovers(directory: Path) -> None:
+    """What a killed save left: the data files its pending manifest (its journal) names and the
+    committed manifest does not, then its temps. Only a dead writer's leftovers are touched."""
+    manifest = read_manifest(directory)
+    listed = set(manifest["files"]) if manifest else set()
+    for pending in directory.glob(atomic.TEMP_PREFIX + "*" + _PENDING):
+        pid = atomic.temp_owner(pending.name)
+        if pid is None or atomic.process_alive(pid):
             continue
-        entries = list(path.iterdir())
-        if all(p.name in INDEX_FILES and p.is_file() for p in entries):
-            shutil.rmtree(path, ignore_errors=True)
+        try:
+            names = json.loads(pending.read_text()).get("files", [])
+        except (OSError, ValueError):
+            names = []
+        for name in names:
+            if name not in listed and "/" not in name and (directory / name).is_file():
+                (directory / name).unlink()
+        pending.unlink(missing_ok=True)
+    atomic.clean_stale_temps(directory)
 
 
 class GalleryIndex:
@@ -179,47 +237,60 @@ class GalleryIndex:
         return cls(index, metadata, manifest, features if keep_features else None)
 
     def save(self, directory: str | Path) -> None:
-        """Write atomically; an existing ``directory`` is replaced only if it is an index."""
+        """Commit this index to ``directory``: new data files under fresh generation names, then
+        the manifest atomically (the commit point: readers and a crash see the old index or the
+        new one), then the old generation's files, which the old manifest lists. The folder's
+        other files are never touched."""
         directory = Path(directory)
         check_index_target(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale_temporaries(directory.parent)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        created = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True)
+        clean_index_leftovers(directory)
+        old = read_manifest(directory)
+        generation = secrets.token_hex(4)
+        writers = {
+            "index": lambda tmp: faiss.write_index(self.index, str(tmp)),
+            "metadata": lambda tmp: self.metadata.to_parquet(tmp, index=False),
+        }
+        if self.features is not None:
+            writers["features"] = lambda tmp: np.save(tmp, self.features)
+        roles = {role: f"{role}.{generation}{SUFFIXES[role]}" for role in writers}
+        journal = atomic.temp_path(directory / MANIFEST, _PENDING)
+        journal.write_text(json.dumps({"files": list(roles.values())}))
         try:
-            faiss.write_index(self.index, str(tmp / "index.faiss"))
-            self.metadata.to_parquet(tmp / "metadata.parquet", index=False)
-            names = list(FILES)
-            if self.features is not None:
-                np.save(tmp / "features.npy", self.features)
-                names.append("features.npy")
+            for role, write in writers.items():
+                with atomic.atomic_path(directory / roles[role]) as tmp:
+                    write(tmp)
             manifest = {
                 **self.manifest,
+                "format_version": FORMAT_VERSION,
                 "count": int(self.index.ntotal),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "files": {name: sha256(tmp / name) for name in names},
+                "roles": roles,
+                "files": {name: sha256(directory / name) for name in roles.values()},
             }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-            for name in names + ["manifest.json"]:
-                with open(tmp / name, "rb") as handle:
-                    os.fsync(handle.fileno())
-            old = None
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-            self.manifest = manifest
+            atomic.write_json(directory / MANIFEST, manifest, indent=2)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            for name in roles.values():
+                (directory / name).unlink(missing_ok=True)
+            journal.unlink(missing_ok=True)
+            if created and not any(directory.iterdir()):
+                directory.rmdir()
             raise
+        journal.unlink(missing_ok=True)
+        self.manifest = manifest
+        if old is not None:  # the previous generation: ours by its manifest and checksum
+            for name, digest in old["files"].items():
+                path = directory / name
+                if name not in manifest["files"] and path.is_file() and sha256(path) == digest:
+                    path.unlink()
 
     @classmethod
     def load(cls, directory: str | Path, verify: bool = True) -> GalleryIndex:
         directory = Path(directory)
         if not directory.is_dir():
             raise IndexFormatError(f"{directory}: index directory not found")
-        manifest_path = directory / "manifest.json"
+        manifest_path = directory / MANIFEST
         if not manifest_path.is_file():
             raise IndexFormatError(
                 f"{manifest_path}: missing (not an index directory, or an interrupted export)"
@@ -228,10 +299,14 @@ class GalleryIndex:
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as exc:
             raise IndexFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
-        if manifest.get("format_version") != FORMAT_VERSION:
+        if (
+            not isinstance(manifest, dict)
+            or manifest.get("format_version") not in READABLE_VERSIONS
+        ):
+            version = manifest.get("format_version") if isinstance(manifest, dict) else None
             raise IndexFormatError(
-                f"{manifest_path}: format version {manifest.get('format_version')!r}, "
-                f"this reid reads version {FORMAT_VERSION}"
+                f"{manifest_path}: format version {version!r}, this reid reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}"
             )
         for name, expected in manifest.get("files", {}).items():
             path = directory / name
@@ -239,9 +314,12 @@ class GalleryIndex:
                 raise IndexFormatError(f"{path}: missing")
             if verify and sha256(path) != expected:
                 raise IndexFormatError(f"{path}: checksum mismatch (file changed or corrupt)")
+        roles = role_files(manifest)
+        if "index" not in roles or "metadata" not in roles:
+            raise IndexFormatError(f"{manifest_path}: lists no index or metadata file")
         try:
-            index = faiss.read_index(str(directory / "index.faiss"))
-            metadata = pd.read_parquet(directory / "metadata.parquet")
+            index = faiss.read_index(str(directory / roles["index"]))
+            metadata = pd.read_parquet(directory / roles["metadata"])
         except Exception as exc:
             raise IndexFormatError(f"{directory}: cannot read index files ({exc})") from None
         if (
@@ -253,9 +331,7 @@ class GalleryIndex:
                 f"{directory}: index ({index.d}-d, {index.ntotal} vectors), metadata ({len(metadata)} rows) "
                 f"and manifest ({manifest['dim']}-d, {manifest['count']}) disagree"
             )
-        features = (
-            np.load(directory / "features.npy") if (directory / "features.npy").is_file() else None
-        )
+        features = np.load(directory / roles["features"]) if "features" in roles else None
         return cls(index, metadata, manifest, features)
 
     # ----------------------------------------------------------------------------- use

@@ -15,7 +15,7 @@ from ..data.records import DatasetError, ImageRecord
 from ..models import FeatureExtractor
 from ..models.checkpoint import load_model, preprocessing
 from ..models.export import load_exported
-from .gallery import sha256
+from ..outputs import sha256
 
 
 class ExportedModule(nn.Module):
@@ -65,6 +65,14 @@ class Embedder:
         return self.extractor.extract_records(records, progress=progress)
 
     @property
+    def dim(self) -> int:
+        """The embedding dimension (one blank image through the model, no data read)."""
+        if not hasattr(self, "_dim"):
+            blank = torch.zeros(1, 3, *self.image_size)
+            self._dim = int(self.extractor.embed_batch(blank).shape[1])
+        return self._dim
+
+    @property
     def preprocessing(self) -> dict:
         return preprocessing(self.image_size)
 
@@ -81,11 +89,16 @@ def gallery_records(source: str | Path) -> list[ImageRecord]:
 
 
 def image_folder_records(source: str | Path) -> list[ImageRecord]:
-    """Every image under ``source`` (a file or a folder, recursively); Market-style junk (pid −1)
-    is left out, names of any other form get pid and camera −1."""
+    """Every image under ``source`` (a file or a folder, recursively). In a folder, Market-style
+    junk (pid −1) is left out; a file named explicitly is always kept. Names of any other form,
+    and junk named explicitly, get pid and camera −1 (unknown)."""
     source = Path(source)
     if source.is_file():
-        files = [source]
+        parsed = parse_name_or_unknown(source)
+        pid, camid = parsed if parsed is not None and parsed[0] >= 0 else (-1, -1)
+        if parsed is not None and parsed[0] == -1:
+            camid = parsed[1]
+        return [ImageRecord(str(source), pid, camid, "gallery")]
     elif source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     else:

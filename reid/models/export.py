@@ -13,7 +13,7 @@ L2-normalised embeddings ``(N, D)``; the batch axis is dynamic. A JSON sidecar
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,41 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..atomic import json_text, temp_path, user_error
 from ..data.transforms import MEAN, STD
+from ..errors import ReidError
+from ..outputs import output_file
 
 TOLERANCE = 1e-4
+FORMATS = {".pt2": "torch.export", ".onnx": "onnx", ".ts": "torchscript"}
+
+
+class ExportError(ReidError):
+    """An export that cannot be written, or whose result differs from PyTorch."""
+
+
+def export_names(path: Path) -> list[str]:
+    """Every file an export to ``path`` writes: the model, its sidecar, ONNX external data."""
+    names = [path.name, f"{path.name}.json"]
+    if path.suffix == ".onnx":
+        names.append(f"{path.name}.data")
+    return names
+
+
+def check_export_targets(paths) -> None:
+    """Every target checked before the first conversion: format, name, ownership, writability."""
+    seen = set()
+    for target in paths:
+        path = Path(target)
+        if path.suffix not in FORMATS:
+            raise ExportError(
+                f"--out {target}: the format comes from the suffix: .pt2, .onnx or .ts (legacy)"
+            )
+        if path.resolve() in seen:
+            raise ExportError(f"--out {target}: given twice")
+        seen.add(path.resolve())
+        folder, _ = output_file(path, "export_model", "--out")
+        folder.prepare(export_names(path))
 
 
 class NormalizedEmbedding(nn.Module):
@@ -35,20 +67,18 @@ class NormalizedEmbedding(nn.Module):
         return F.normalize(self.model(images), dim=1)
 
 
-def _sidecar(path: Path, image_size, dim: int, source_hash: str, fmt: str) -> None:
-    Path(f"{path}.json").write_text(
-        json.dumps(
-            {
-                "format": fmt,
-                "image_size": list(image_size),
-                "mean": MEAN,
-                "std": STD,
-                "dim": dim,
-                "source_hash": source_hash,
-                "output": "l2-normalised",
-            },
-            indent=2,
-        )
+def _sidecar(image_size, dim: int, source_hash: str, fmt: str) -> str:
+    return json_text(
+        {
+            "format": fmt,
+            "image_size": list(image_size),
+            "mean": MEAN,
+            "std": STD,
+            "dim": dim,
+            "source_hash": source_hash,
+            "output": "l2-normalised",
+        },
+        indent=2,
     )
 
 
@@ -70,48 +100,71 @@ def load_exported(path: str | Path):
     if path.suffix == ".ts":
         module = torch.jit.load(str(path), map_location="cpu").eval()
         return lambda x: module(x).detach().numpy()
-    raise ValueError(f"{path}: export format from the suffix: .pt2, .onnx or .ts (legacy)")
+    raise ExportError(f"{path}: export format from the suffix: .pt2, .onnx or .ts (legacy)")
 
 
 def export_model(
     model: nn.Module, path: str | Path, image_size, source_hash: str = "", check_batch: int = 3
 ) -> float:
     """Export to ``.pt2``, ``.onnx`` or legacy ``.ts``; returns the max abs difference to PyTorch
-    on a batch of another size than the one traced (the batch axis is dynamic)."""
+    on a batch of another size than the one traced (the batch axis is dynamic).
+
+    The export is made under its final name in a staging folder beside the target (so that ONNX
+    external data, ``NAME.onnx.data``, is named after the final file), checked, then each file
+    is moved into place (data first, the model file, then its sidecar). Only names that are free
+    or that reid wrote are replaced (``check_export_targets``)."""
     path = Path(path)
-    formats = {".pt2": "torch.export", ".onnx": "onnx", ".ts": "torchscript"}
-    if path.suffix not in formats:
-        raise ValueError(f"{path}: export format from the suffix: .pt2, .onnx or .ts (legacy)")
+    check_export_targets([path])
+    folder, name = output_file(path, "export_model", "--out")
     wrapped = NormalizedEmbedding(model).eval()
     example = torch.randn(2, 3, *image_size)
     check = torch.randn(check_batch, 3, *image_size)
     with torch.no_grad():
         reference = wrapped(check).numpy()
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    with torch.no_grad():
-        if path.suffix == ".pt2":
-            program = torch.export.export(wrapped, (example,), dynamic_shapes=_dynamic_batch())
-            torch.export.save(program, str(tmp))
-        elif path.suffix == ".onnx":
-            torch.onnx.export(
-                wrapped,
-                (example,),
-                str(tmp),
-                input_names=["images"],
-                output_names=["embeddings"],
-                dynamic_shapes=_dynamic_batch(),
-                dynamo=True,
-                verbose=False,
+    staging = temp_path(path, ".d")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        staged = staging / name
+        with torch.no_grad():
+            if path.suffix == ".pt2":
+                program = torch.export.export(wrapped, (example,), dynamic_shapes=_dynamic_batch())
+                torch.export.save(program, str(staged))
+            elif path.suffix == ".onnx":
+                torch.onnx.export(
+                    wrapped,
+                    (example,),
+                    str(staged),
+                    input_names=["images"],
+                    output_names=["embeddings"],
+                    dynamic_shapes=_dynamic_batch(),
+                    dynamo=True,
+                    verbose=False,
+                )
+            else:
+                torch.jit.trace(wrapped, example).save(str(staged))
+            produced = load_exported(staged)(check)
+        difference = float(np.abs(produced - reference).max())
+        if difference >= TOLERANCE:
+            raise ExportError(
+                f"{path}: exported model differs from PyTorch by {difference:.2e} (>= {TOLERANCE})"
             )
-        else:
-            torch.jit.trace(wrapped, example).save(str(tmp))
-        produced = load_exported(tmp)(check)
-    difference = float(np.abs(produced - reference).max())
-    if difference >= TOLERANCE:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(
-            f"{path}: exported model differs from PyTorch by {difference:.2e} (>= {TOLERANCE})"
-        )
-    tmp.replace(path)
-    _sidecar(path, image_size, reference.shape[1], source_hash, formats[path.suffix])
+        extra = sorted(p.name for p in staging.iterdir() if p.name != name)
+        unexpected = [n for n in extra if n not in export_names(path)]
+        if unexpected:
+            raise ExportError(f"{path}: the exporter wrote unexpected files {unexpected}")
+        for file_name in [*extra, name]:  # the model file last: it names its data
+            folder.write(file_name, lambda tmp, src=staging / file_name: shutil.move(src, tmp))
+        stale = f"{name}.data"
+        if path.suffix == ".onnx" and stale not in extra:
+            folder.remove([stale])  # an earlier export's data this model no longer uses
+        folder.write_text(f"{name}.json", _sidecar(image_size, reference.shape[1], source_hash,
+                                                   FORMATS[path.suffix]))  # fmt: skip
+    except (OSError, RuntimeError) as exc:  # a full disk while the exporter writes, say
+        error = user_error(exc, path)
+        if error is None:
+            raise
+        raise error from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return difference

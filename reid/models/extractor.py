@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.dataset import ImageDataset
-from ..data.images import read_image
+from ..data.images import read_image, to_rgb
 from ..data.records import ImageRecord
 from ..data.transforms import build_transforms
 
@@ -57,7 +57,7 @@ class FeatureExtractor:
         out = []
         for start in range(0, len(inputs), self.batch_size):
             batch = [
-                self.transform(x.convert("RGB") if isinstance(x, Image.Image) else read_image(x))
+                self.transform(to_rgb(x) if isinstance(x, Image.Image) else read_image(x))
                 for x in inputs[start : start + self.batch_size]
             ]
             out.append(self.embed_batch(torch.stack(batch)).cpu())

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..data import arrays, load_dataset
-from ..evaluation.features_io import FeatureSet, load_features, save_features
+from ..data import DatasetError, arrays, load_dataset
+from ..errors import ReidError
+from ..evaluation.features_io import FeatureSet, check_feature_suffix, load_features, save_features
 from ..evaluation.pipeline import evaluate_features, top_k
 from ..evaluation.plots import (
     hit_caption,
@@ -22,13 +22,20 @@ from ..evaluation.plots import (
 from ..evaluation.verification import verification_metrics
 from ..models import FeatureExtractor
 from ..models.checkpoint import load_model
+from ..outputs import OutputFolder, output_file
+
+EVALUATION_FILES = ("result.json", "cmc.png", "verification.png", "ranked_lists.png")
 
 
 def features_from_checkpoint(
     checkpoint: str, data: str | None, device: str | None, flip: bool, batch_size: int, workers: int
 ) -> tuple[FeatureSet, FeatureSet, tuple]:
     model, cfg = load_model(checkpoint)
-    dataset = load_dataset(data or cfg.data.root)
+    # evaluation reads query and gallery only (a test-only folder is fine); the run's own data
+    # is read the way the run read it (its data.kind), another root is auto-detected
+    dataset = load_dataset(data or cfg.data.root, "auto" if data else cfg.data.kind, False)
+    if not dataset.query or not dataset.gallery:
+        raise DatasetError(f"{data or cfg.data.root}: needs query and gallery images to evaluate")
     size = tuple(cfg.data.image_size)
     extractor = FeatureExtractor(model, size, device, batch_size, workers, flip)
     sets = []
@@ -73,8 +80,15 @@ def run_evaluation(
     worst_first=False,
     save_feature_file=None,
 ) -> dict:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # every output name checked (free, or written by reid) before the feature extraction
+    outputs = OutputFolder(out, "evaluate")
+    outputs.prepare(EVALUATION_FILES)
+    feature_file = None
+    if save_feature_file:
+        feature_file = output_file(save_feature_file, "evaluate", "--save-features")
+        check_feature_suffix(save_feature_file)
+        feature_file[0].prepare([feature_file[1]])
+    out = outputs.folder
     start = time.perf_counter()
     size = (128, 64)
     if features:
@@ -84,12 +98,11 @@ def run_evaluation(
             checkpoint, data, device, flip, batch_size, workers
         )
     else:
-        raise ValueError(
-            "give --checkpoint (with --data or the checkpoint's dataset) or --features"
-        )
+        raise ReidError("give --checkpoint (with --data or the checkpoint's dataset) or --features")
     extract_s = time.perf_counter() - start
-    if save_feature_file:
-        save_features(save_feature_file, query, gallery)
+    if feature_file is not None:
+        folder, name = feature_file
+        folder.write(name, lambda tmp: save_features(tmp, query, gallery))
     result = evaluate_features(
         query,
         gallery,
@@ -122,9 +135,11 @@ def run_evaluation(
             "source": features or checkpoint,
         }
     )
-    (out / "result.json").write_text(json.dumps(summary, indent=2))
-    plot_cmc({"re-ranked" if rerank else metric: result}, str(out / "cmc.png"))
-    plot_verification(verification, str(out / "verification.png"))
+    outputs.write_json("result.json", summary, indent=2)
+    outputs.write(
+        "cmc.png", lambda tmp: plot_cmc({"re-ranked" if rerank else metric: result}, str(tmp))
+    )
+    outputs.write("verification.png", lambda tmp: plot_verification(verification, str(tmp)))
     files = {
         "json": str(out / "result.json"),
         "cmc": str(out / "cmc.png"),
@@ -159,6 +174,12 @@ def run_evaluation(
                     ],
                 )
             )
-        save_ranked_lists(images, str(out / "ranked_lists.png"))
+        outputs.write("ranked_lists.png", lambda tmp: save_ranked_lists(images, str(tmp)))
         files["ranked_lists"] = str(out / "ranked_lists.png")
-    return {"result": result, "verification": verification, "summary": summary, "files": files}
+    return {
+        "result": result,
+        "verification": verification,
+        "summary": summary,
+        "files": files,
+        "query_paths": list(query.paths),
+    }

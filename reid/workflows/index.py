@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import json_safe
 from ..data import arrays, load_dataset
 from ..errors import ReidError
 from ..evaluation.plots import hit_caption, query_caption, ranked_list_image, save_ranked_lists
 from ..evaluation.verification import verification_metrics
-from ..index.gallery import GalleryIndex, IndexFormatError, check_index_target
+from ..index.gallery import GalleryIndex, IndexFormatError, check_index_target, parse_factory
 from ..index.sources import Embedder, gallery_records, image_folder_records
-from ..outputs import check_no_overlap, check_writable_parent
+from ..outputs import OutputFolder, check_no_overlap, lock_folder, probe_writable
+
+#: false-alarm rates whose thresholds every calibration stores (``search --far`` picks one)
+CALIBRATED_FARS = (1e-1, 1e-2, 1e-3, 1e-4)
+SEARCH_FILES = ("results.csv", "results.json", "results.png", "recall.json")
 
 
 def export_index(
@@ -34,59 +38,66 @@ def export_index(
     """Embed ``gallery`` with ``model`` into a new (or appended) index at ``out``.
 
     ``calibrate``: a labelled split (Market-format root with query/ and bounding_box_test/, or a
-    CSV manifest) embedded with the same model; the open-set threshold at false-alarm rate
-    ``far`` (``evaluation/verification.py``) is stored in the manifest for ``search``.
+    CSV manifest) embedded with the same model; the open-set thresholds at ``far`` and at every
+    rate of ``CALIBRATED_FARS`` (``evaluation/verification.py``) are stored in the manifest, and
+    ``far`` is the one ``search`` uses unless told otherwise.
+
+    Every check runs before the embedding pass: the output (no overlap with the gallery, a
+    folder an index may be written into, writable), the inputs, the model, the factory string
+    against the model's dimension and the gallery's size, and for ``append`` the index's model
+    and dimension.
     """
-    # every check before the embedding pass: the output, the inputs, the model
     check_no_overlap(out, [gallery])
-    check_writable_parent(out)
-    if append:
-        index = GalleryIndex.load(out)
-    else:
-        check_index_target(out)
+    check_index_target(out)
+    probe_writable(out, "--out")
     if calibrate is not None:
         if not 0 < far < 1:
             raise ReidError(f"--far {far}: must be between 0 and 1")
         calibration_set = calibration_split(calibrate)
-    embedder = Embedder.open(model, device, batch_size)
-    # absolute paths: search results open the images from any working directory
-    records = [replace(r, path=os.path.abspath(r.path)) for r in gallery_records(gallery)]
-    skipped = 0
-    if append:
-        known = set(index.metadata["path"].map(os.path.abspath))
-        kept = [r for r in records if r.path not in known]
-        skipped = len(records) - len(kept)
-        if not kept:
-            raise IndexFormatError(
-                f"{gallery}: all {len(records)} images are already in the index {out}; nothing to append"
+    with lock_folder(out, "index export or removal", "--out"):
+        index = GalleryIndex.load(out) if append else None
+        embedder = Embedder.open(model, device, batch_size)
+        # absolute paths: search results open the images from any working directory
+        records = [replace(r, path=os.path.abspath(r.path)) for r in gallery_records(gallery)]
+        skipped = 0
+        if append:
+            index.check_compatible(embedder.dim, "cosine", embedder.model_hash or None)
+            known = set(index.metadata["path"].map(os.path.abspath))
+            kept = [r for r in records if r.path not in known]
+            skipped = len(records) - len(kept)
+            if not kept:
+                raise IndexFormatError(
+                    f"{gallery}: all {len(records)} images are already in the index {out}; nothing to append"
+                )
+            records = kept
+        else:
+            parse_factory(factory, embedder.dim, len(records))
+        pids, camids = arrays(records)
+        paths = [r.path for r in records]
+        features = embedder(paths, progress=True)
+        if append:
+            index.append(features, paths, pids, camids, model_hash=embedder.model_hash)
+        else:
+            index = GalleryIndex.build(
+                features,
+                paths,
+                pids,
+                camids,
+                factory=factory,
+                model_hash=embedder.model_hash,
+                preprocessing=embedder.preprocessing,
+                keep_features=keep_features or report_recall,
             )
-        records = kept
-    pids, camids = arrays(records)
-    paths = [r.path for r in records]
-    features = embedder(paths, progress=True)
-    if append:
-        index.append(features, paths, pids, camids, model_hash=embedder.model_hash)
-    else:
-        index = GalleryIndex.build(
-            features,
-            paths,
-            pids,
-            camids,
-            factory=factory,
-            model_hash=embedder.model_hash,
-            preprocessing=embedder.preprocessing,
-            keep_features=keep_features or report_recall,
-        )
-    if calibrate is not None:
-        index.manifest["calibration"] = calibrate_threshold(
-            embedder, calibration_set, far, calibrate
-        )
-    if report_recall:
-        sample = np.random.default_rng(0).choice(
-            len(features), size=min(1000, len(features)), replace=False
-        )
-        index.manifest["recall"] = index.recall_at(features[sample])
-    index.save(out)
+        if calibrate is not None:
+            index.manifest["calibration"] = calibrate_threshold(
+                embedder, calibration_set, far, calibrate
+            )
+        if report_recall:
+            sample = np.random.default_rng(0).choice(
+                len(features), size=min(1000, len(features)), replace=False
+            )
+            index.manifest["recall"] = index.recall_at(features[sample])
+        index.save(out)
     return {
         "count": int(index.index.ntotal),
         "added": len(records),
@@ -97,26 +108,27 @@ def export_index(
 
 def remove_from_index(out: str, pids=(), paths_file: str | None = None) -> dict:
     """Remove identities and/or listed images from the index at ``out`` (atomic, like append)."""
-    index = GalleryIndex.load(out)
-    drop = index.metadata["pid"].isin([int(p) for p in pids]).to_numpy().copy()
-    missing: list[str] = []
-    if paths_file is not None:
-        listed = Path(paths_file)
-        if not listed.is_file():
-            raise ReidError(f"--remove-paths {paths_file}: file not found")
-        wanted = {
-            os.path.abspath(line.strip())
-            for line in listed.read_text().splitlines()
-            if line.strip()
-        }
-        stored = index.metadata["path"].map(os.path.abspath)
-        drop |= stored.isin(wanted).to_numpy()
-        missing = sorted(wanted - set(stored))
-    unknown = sorted(set(int(p) for p in pids) - set(index.metadata["pid"].tolist()))
-    removed = index.remove(drop)
-    if removed == 0:
-        raise ReidError(f"{out}: nothing to remove (no such pid or path in the index)")
-    index.save(out)
+    if paths_file is not None and not Path(paths_file).is_file():
+        raise ReidError(f"--remove-paths {paths_file}: file not found")
+    GalleryIndex.load(out, verify=False)  # a clear error for a missing index before the lock
+    with lock_folder(out, "index export or removal", "--out"):
+        index = GalleryIndex.load(out)
+        drop = index.metadata["pid"].isin([int(p) for p in pids]).to_numpy().copy()
+        missing: list[str] = []
+        if paths_file is not None:
+            wanted = {
+                os.path.abspath(line.strip())
+                for line in Path(paths_file).read_text().splitlines()
+                if line.strip()
+            }
+            stored = index.metadata["path"].map(os.path.abspath)
+            drop |= stored.isin(wanted).to_numpy()
+            missing = sorted(wanted - set(stored))
+        unknown = sorted(set(int(p) for p in pids) - set(index.metadata["pid"].tolist()))
+        removed = index.remove(drop)
+        if removed == 0:
+            raise ReidError(f"{out}: nothing to remove (no such pid or path in the index)")
+        index.save(out)
     return {"removed": removed, "count": int(index.index.ntotal), "unknown_pids": unknown,
             "missing_paths": missing}  # fmt: skip
 
@@ -136,8 +148,10 @@ def calibration_split(source: str):
 
 
 def calibrate_threshold(embedder: Embedder, dataset, far: float, source: str) -> dict:
-    """Open-set threshold τ at false-alarm rate ``far`` on a labelled split, for this model."""
+    """Open-set thresholds on a labelled split, for this model: one per false-alarm rate of
+    ``CALIBRATED_FARS`` and ``far``; ``far``'s is the default operating point."""
     (q_pids, q_camids), (g_pids, g_camids) = arrays(dataset.query), arrays(dataset.gallery)
+    fars = tuple(sorted({*CALIBRATED_FARS, far}, reverse=True))
     result = verification_metrics(
         embedder([r.path for r in dataset.query]),
         embedder([r.path for r in dataset.gallery]),
@@ -145,21 +159,69 @@ def calibrate_threshold(embedder: Embedder, dataset, far: float, source: str) ->
         g_pids,
         q_camids,
         g_camids,
-        fars=(far,),
+        fars=fars,
         fprs=(),
     )
-    tau = result.far_threshold[far]
     impostors = result.impostor_scores[np.isfinite(result.impostor_scores)]
-    return {
-        "threshold": tau,
-        "far": far,
-        "measured_far": float((impostors > tau).mean()) if len(impostors) else None,
-        "dir_at_far": result.dir_at_far[far],
-        "queries": int(len(impostors)),
-        "source": str(Path(source).resolve()),
-        "model_hash": embedder.model_hash,
-        "rule": "accept a hit when its score is > threshold",
-    }
+    points = [
+        {
+            "far": f,
+            "threshold": result.far_threshold[f],
+            "measured_far": float((impostors > result.far_threshold[f]).mean())
+            if len(impostors)
+            else None,
+            # NaN when no query has a match in this split: stored as null (strict JSON)
+            "dir_at_far": result.dir_at_far[f],
+        }
+        for f in fars
+    ]
+    chosen = next(p for p in points if p["far"] == far)
+    return json_safe(
+        {
+            **chosen,
+            "operating_points": points,
+            "queries": int(len(impostors)),
+            "source": str(Path(source).resolve()),
+            "model_hash": embedder.model_hash,
+            "rule": "accept a hit when its score is > threshold",
+        }
+    )
+
+
+def operating_point(
+    manifest: dict, far: float | None = None, threshold: float | None = None, none: bool = False
+) -> dict | None:
+    """The no-match threshold a search applies: ``none``, an explicit ``threshold``, one of the
+    calibrated rates (``far``), or by default the calibration's own; checked before embedding."""
+    if sum([none, far is not None, threshold is not None]) > 1:
+        raise ReidError("--far, --threshold and --no-threshold exclude each other: give one")
+    if none:
+        return None
+    if threshold is not None:
+        if not -1.0 <= threshold <= 1.0:
+            raise ReidError(f"--threshold {threshold}: cosine scores lie in [-1, 1]")
+        return {"threshold": float(threshold), "far": None, "source": "--threshold"}
+    calibration = manifest.get("calibration")
+    if calibration is None:
+        if far is not None:
+            raise ReidError(
+                f"--far {far}: this index has no calibrated thresholds; export it with "
+                "--calibrate SPLIT, or give --threshold"
+            )
+        return None
+    if calibration.get("model_hash") != manifest.get("model_hash"):
+        raise IndexFormatError(
+            "the index's calibration was made with another model than its vectors; "
+            "re-export with --calibrate"
+        )
+    points = calibration.get("operating_points") or [calibration]
+    if far is None:
+        far = calibration["far"]
+    for point in points:
+        if point["far"] is not None and abs(point["far"] - far) <= 1e-9 * far:
+            return {**point, "operating_points": points, "source": "calibration"}
+    stored = ", ".join(f"{p['far']:g}" for p in points)
+    raise ReidError(f"--far {far:g}: not calibrated for this index (stored: {stored})")
 
 
 def search(
@@ -172,38 +234,44 @@ def search(
     device=None,
     report_recall: bool = False,
     nprobe: int | None = None,
+    far: float | None = None,
+    threshold: float | None = None,
+    no_threshold: bool = False,
 ) -> dict:
+    """Embed the query images and search the index; every check before the embedding pass."""
     if topk < 1:
         raise IndexFormatError(f"--topk {topk}: must be at least 1")
     index = GalleryIndex.load(index_dir)
     if model is None:
-        raise ValueError("--checkpoint (or an exported model) is needed to embed the query images")
-    embedder = Embedder.open(model, device)
-    index.check_compatible(index.manifest["dim"], "cosine", embedder.model_hash or None)
+        raise ReidError("--checkpoint (or an exported model) is needed to embed the query images")
+    point = operating_point(index.manifest, far, threshold, no_threshold)
+    if report_recall and index.features is None:
+        raise IndexFormatError(
+            f"--report-recall: {index_dir} holds no exact vectors (export with --keep-features)"
+        )
     records = [r for source in images for r in image_folder_records(source)]
+    outputs = None
+    if out:
+        outputs = OutputFolder(out, "search")
+        outputs.prepare(SEARCH_FILES)
+    embedder = Embedder.open(model, device)
+    index.check_compatible(embedder.dim, "cosine", embedder.model_hash or None)
     features = embedder([r.path for r in records])
     q_pids, q_camids = arrays(records)
     table = index.search(features, topk, q_camids, exclude_same_camera, nprobe)
     table.insert(1, "query_path", [records[q].path for q in table["query"]])
     result = {"table": table, "no_match": []}
-    calibration = index.manifest.get("calibration")
-    if calibration is not None:
-        if calibration.get("model_hash") != index.manifest.get("model_hash"):
-            raise IndexFormatError(
-                f"{index_dir}: its calibration was made with another model than its vectors; "
-                "re-export with --calibrate"
-            )
-        table["match"] = table["score"] > calibration["threshold"]
-        result["threshold"] = calibration
+    if point is not None:
+        table["match"] = table["score"] > point["threshold"]
+        result["threshold"] = point
         matched = set(table.loc[table["match"], "query"])
         result["no_match"] = [r.path for q, r in enumerate(records) if q not in matched]
     if report_recall:
         result["recall"] = index.recall_at(features, ks=(1, min(10, topk)))
-    if out:
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out_dir / "results.csv", index=False)
-        (out_dir / "results.json").write_text(table.to_json(orient="records", indent=1))
+    if outputs is not None:
+        out_dir = outputs.folder
+        outputs.write("results.csv", lambda tmp: table.to_csv(tmp, index=False))
+        outputs.write_text("results.json", table.to_json(orient="records", indent=1))
         size = tuple(index.manifest.get("preprocessing", {}).get("image_size", (128, 64)))
         rows = []
         for q, group in table.groupby("query"):
@@ -224,8 +292,8 @@ def search(
                 )
             )
         if rows:
-            save_ranked_lists(rows[:16], str(out_dir / "results.png"))
+            outputs.write("results.png", lambda tmp: save_ranked_lists(rows[:16], str(tmp)))
         if "recall" in result:
-            (out_dir / "recall.json").write_text(json.dumps(result["recall"]))
-        result["files"] = [str(out_dir / n) for n in ("results.csv", "results.json", "results.png")]
+            outputs.write_json("recall.json", result["recall"])
+        result["files"] = [str(out_dir / n) for n in SEARCH_FILES if (out_dir / n).is_file()]
     return result

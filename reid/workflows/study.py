@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from ..config import ConfigError, load_config
 from ..engine.checkpoint import load_checkpoint
 from ..engine.trainer import fit
-from .train import remove_run
+from ..outputs import OutputFolder
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ COLUMNS = [
     "center_angle_rare", "center_angle_mid", "center_angle_frequent",
     "center_angle_rare_first", "epochs", "iters_per_epoch", "resumed",
 ]  # fmt: skip
+
+
+STUDY_FILES = ("results.csv", "results.md", "map_vs_rho.png")
 
 
 @dataclass
@@ -155,23 +158,22 @@ def run_one(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> dict:
             log.info("resuming %s from epoch %d", run_dir, checkpoint["epoch"])
             fit(cfg, run_dir, resume=True, progress=False)
             history = load_checkpoint(run_dir / "last.pt")["history"]
-        else:
-            if run_dir.is_dir():
-                remove_run(run_dir)
-            fit(cfg, run_dir, progress=False)
+        else:  # a run killed before its first epoch ended starts again
+            fit(cfg, run_dir, progress=False, replace=run_dir.is_dir())
             history = load_checkpoint(run_dir / "last.pt")["history"]
         result = _result_from_history(history, cfg, arm, rho, seed)
     # wall time of this invocation; a run resumed after a kill also lost the time before it
     result["wall_s"] = round(time.perf_counter() - start, 1)
     result["resumed"] = resumed
-    result_path.write_text(json.dumps(result, indent=1))
+    OutputFolder(run_dir, "study").write_json("result.json", result)
     return result
 
 
 def summarise(grid: Grid, out: Path) -> pd.DataFrame:
     rows = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/result.json"))]
     table = pd.DataFrame(rows, columns=COLUMNS)
-    table.to_csv(out / "results.csv", index=False)
+    outputs = OutputFolder(out, "study")
+    outputs.write("results.csv", lambda tmp: table.to_csv(tmp, index=False))
     if table.empty:
         return table
     order = {a.name: i for i, a in enumerate(grid.arms)}
@@ -212,8 +214,8 @@ def summarise(grid: Grid, out: Path) -> pd.DataFrame:
                 f"| {arm.name} | {arm.pair} | {rho:g} | {len(seeds)} | "
                 f"{', '.join(f'{x:+.2f}' for x in d)} | {np.mean(d):+.2f} | {np.mean(r):+.2f} |"
             )
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    _plot(table, grid, out / "map_vs_rho.png")
+    outputs.write_text("results.md", "\n".join(lines) + "\n")
+    outputs.write("map_vs_rho.png", lambda tmp: _plot(table, grid, tmp))
     return table
 
 
@@ -256,6 +258,7 @@ def run_study(
 ) -> pd.DataFrame:
     grid = Grid.load(grid_path)
     out = Path(out)
+    OutputFolder(out, "study").prepare(STUDY_FILES)  # the summaries are the study's own
     (out / "runs").mkdir(parents=True, exist_ok=True)
     for arm, rho, seed in grid.runs():
         if only and arm.name not in only:

@@ -3,8 +3,9 @@
 Run folders are never replaced silently:
 
 * ``--output DIR`` that holds a run (``last.pt``, ``best.pt``, ``metrics.jsonl``, ``config.yaml``)
-  is refused unless ``overwrite=True``, which removes that run's files first; a folder holding
-  anything else is always refused;
+  is refused unless ``overwrite=True``, which removes that run's files, those its ledger lists
+  as written by reid, once every check of the new run has passed (a user's file under a run
+  file's name is never removed: the run is refused); other files in the folder are kept;
 * without ``--output`` the config's ``output.dir`` is used, and if it already holds a run the next
   free name ``DIR-2``, ``DIR-3``, … is taken and said.
 
@@ -17,16 +18,14 @@ change what is learned. Any other override is refused by name.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from ..config import ConfigError, config_from_dict, load_config
 from ..engine.checkpoint import load_checkpoint
-from ..engine.trainer import RUN_FILES, fit
+from ..engine.trainer import RUN_FILES, fit, run_outputs
 from ..errors import OutputError
-from ..outputs import MARKER, marker_kind
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,9 @@ RESUMABLE = ("train.epochs", "eval.every", "data.workers", "output.tensorboard")
 
 
 def holds_run(folder: Path) -> bool:
-    return marker_kind(folder) == "run" or any((folder / name).exists() for name in RUN_FILES)
+    return run_outputs(folder).kind() == "run" or any(
+        (folder / name).exists() for name in RUN_FILES
+    )
 
 
 def choose_run_dir(cfg, output: str | None, overwrite: bool) -> Path:
@@ -49,28 +50,14 @@ def choose_run_dir(cfg, output: str | None, overwrite: bool) -> Path:
         log.info("%s holds a run; this one goes to %s", run_dir, fresh)
         print(f"{run_dir} holds an earlier run: writing this one to {fresh}")
         return fresh
-    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
-        return run_dir
-    if not run_dir.is_dir():
+    if run_dir.exists() and not run_dir.is_dir():
         raise OutputError(f"--output {run_dir}: exists and is not a folder")
-    if not holds_run(run_dir):
-        names = sorted(p.name for p in run_dir.iterdir())[:4]
-        raise OutputError(
-            f"--output {run_dir}: not a run folder (holds {', '.join(names)}…); choose a new or empty folder"
-        )
-    if not overwrite:
+    if run_dir.is_dir() and holds_run(run_dir) and not overwrite:
         raise OutputError(
             f"--output {run_dir}: holds a finished or running training run; pass --overwrite to "
             f"replace it, --resume {run_dir} to continue it, or choose another folder"
         )
     return run_dir
-
-
-def remove_run(run_dir: Path) -> None:
-    """Remove the files of a run (and only those) before ``--overwrite`` trains into it."""
-    for name in (*RUN_FILES, MARKER):
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
 
 
 def resume_config(run_dir: Path, overrides: list[str]):
@@ -121,6 +108,5 @@ def train(
         return run_dir, fit(cfg, run_dir, resume=True, progress=progress)
     cfg = load_config(config, overrides)
     run_dir = choose_run_dir(cfg, output, overwrite)
-    if overwrite and run_dir.is_dir() and holds_run(run_dir):
-        remove_run(run_dir)
-    return run_dir, fit(cfg, run_dir, progress=progress)
+    replace = overwrite and run_dir.is_dir() and holds_run(run_dir)
+    return run_dir, fit(cfg, run_dir, progress=progress, replace=replace)

@@ -1,0 +1,145 @@
+"""Where a study run's time goes, on this machine: the study recipe (``configs/study/base_mnv2.yaml``:
+MobileNetV2, 128×64, PK 16×4, channels_last, Adam), measured in stages, one at a time.
+
+* ``data``: the DataLoader alone (decode, augment, collate in the worker processes), img/s;
+* ``model``: one step on a ready batch, split into forward + loss, backward, optimizer, and the
+  IR center update (``head.weights=centers``), ms;
+* ``loop``: ``train_one_epoch`` itself (data + model + the per-step bookkeeping: accuracy, the
+  center-angle tracker), img/s, for several thread layouts (intra-op threads × loader workers)
+  on this machine's cores.
+
+    python benchmarks/profile_train.py --data datasets/market_lt50 --out benchmarks/results/profile_train.json
+
+Nothing else may run meanwhile (two heavy jobs on 2 cores distort every figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from reid.atomic import write_json  # noqa: E402
+from reid.config import load_config  # noqa: E402
+from reid.data import arrays, load_dataset  # noqa: E402
+from reid.engine.build import (  # noqa: E402
+    build_losses,
+    build_optimizer,
+    build_sampler,
+    build_scheduler,
+    build_train_loader,
+    build_training_module,
+)
+from reid.engine.centers import frequency_groups  # noqa: E402
+from reid.engine.trainer import train_one_epoch  # noqa: E402
+
+
+def setup(data: str, weights: str, workers: int, extra=()):
+    cfg = load_config(
+        REPO / "configs/study/base_mnv2.yaml",
+        [f"data.root={data}", "train.channels_last=true", f"head.weights={weights}",
+         f"data.workers={workers}", *extra],
+    )  # fmt: skip
+    dataset = load_dataset(cfg.data.root, cfg.data.kind)
+    pids, camids = arrays(dataset.train)
+    sampler = build_sampler(cfg, pids, camids, 0, 1)
+    loader = build_train_loader(cfg, dataset.train, sampler, torch.device("cpu"))
+    module = build_training_module(cfg, dataset.num_train_pids).to(
+        memory_format=torch.channels_last
+    )
+    return cfg, dataset, sampler, loader, module
+
+
+def data_only(loader, batches: int) -> dict:
+    it = iter(loader)
+    next(it)  # worker start-up excluded
+    start = time.perf_counter()
+    n = 0
+    for images, *_ in itertools.islice(it, batches):
+        n += len(images)
+    return {"images_per_s": round(n / (time.perf_counter() - start), 1)}
+
+
+def model_only(cfg, dataset, loader, module, steps: int) -> dict:
+    losses = build_losses(cfg, dataset.num_train_pids)
+    optimizer = build_optimizer(cfg, module)
+    images, labels, *_ = next(iter(loader))
+    images = images.contiguous(memory_format=torch.channels_last)
+    module.train()
+    times = {"forward_loss": 0.0, "backward": 0.0, "optimizer": 0.0, "center_update": 0.0}
+    for step in range(steps + 2):
+        t0 = time.perf_counter()
+        out = module(images, labels)
+        loss = sum(losses(module, out, labels).values())
+        t1 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = time.perf_counter()
+        optimizer.step()
+        t3 = time.perf_counter()
+        module.head.on_train_step(out["bn"].detach(), labels)
+        t4 = time.perf_counter()
+        if step >= 2:
+            for key, value in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                times[key] += value
+    per_step = {k: round(1000 * v / steps, 1) for k, v in times.items()}
+    total = sum(per_step.values())
+    return {"ms_per_step": per_step, "images_per_s": round(len(images) * 1000 / total, 1)}
+
+
+def loop(cfg, dataset, sampler, loader, module, iters: int) -> dict:
+    losses = build_losses(cfg, dataset.num_train_pids)
+    optimizer = build_optimizer(cfg, module)
+    scheduler = build_scheduler(cfg, optimizer, iters)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    stats = train_one_epoch(
+        module, losses, loader, optimizer, scheduler, scaler, torch.device("cpu"),
+        channels_last=True, max_iters=iters, progress=False,
+        class_groups=frequency_groups(dataset.train, dataset.num_train_pids),
+    )  # fmt: skip
+    return {"images_per_s": round(stats["images_per_s"], 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="datasets/market_lt50")
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/profile_train.json"))
+    parser.add_argument("--iters", type=int, default=30)
+    args = parser.parse_args()
+    cores = os.cpu_count() or 2
+    report = {"cpu": platform.processor() or platform.machine(), "cores": cores,
+              "torch": torch.__version__, "recipe": "configs/study/base_mnv2.yaml, channels_last",
+              "iters": args.iters, "command": " ".join(["python", *sys.argv])}  # fmt: skip
+    torch.set_num_threads(cores)
+    cfg, dataset, sampler, loader, module = setup(args.data, "learned", 2)
+    report["data_2_workers"] = data_only(loader, args.iters)
+    report["model_learned"] = model_only(cfg, dataset, loader, module, args.iters // 2)
+    cfg, dataset, sampler, loader, module = setup(args.data, "centers", 2)
+    report["model_ir"] = model_only(cfg, dataset, loader, module, args.iters // 2)
+    print(json.dumps(report, indent=1), flush=True)
+    layouts = []
+    for threads, workers in ((cores, 2), (cores, 1), (cores, 0), (1, 1)):
+        torch.set_num_threads(threads)
+        cfg, dataset, sampler, loader, module = setup(args.data, "learned", workers)
+        row = {"threads": threads, "workers": workers,
+               **loop(cfg, dataset, sampler, loader, module, args.iters)}  # fmt: skip
+        print(row, flush=True)
+        layouts.append(row)
+    report["loop_layouts"] = layouts
+    torch.set_num_threads(cores)
+    write_json(args.out, report, indent=2)
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

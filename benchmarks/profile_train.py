@@ -110,11 +110,44 @@ def loop(cfg, dataset, sampler, loader, module, iters: int) -> dict:
     return {"images_per_s": round(stats["images_per_s"], 1)}
 
 
+def compiled_loop(data: str, iters: int) -> dict:
+    """torch.compile (inductor) of the model, the loop otherwise as is: compile time reported."""
+    cfg, dataset, sampler, loader, module = setup(data, "learned", 0)
+    start = time.perf_counter()
+    module.model = torch.compile(module.model)
+    images, labels, *_ = next(iter(loader))
+    module.train()
+    module(images.contiguous(memory_format=torch.channels_last), labels)["bn"].sum().backward()
+    compile_s = time.perf_counter() - start
+    return {"compile_s": round(compile_s, 1), **loop(cfg, dataset, sampler, loader, module, iters)}
+
+
+def pair(data: str, iters: int, workers: int) -> dict:
+    """Two runs side by side, one intra-op thread each: their summed img/s (the study's
+    runs-per-hour if it ran two runs at once)."""
+    import subprocess
+
+    code = (
+        "import sys, torch; sys.path.insert(0, %r); torch.set_num_threads(1);"
+        "from benchmarks.profile_train import setup, loop;"
+        "print(loop(*setup(%r, 'learned', %d)[:4], setup(%r, 'learned', %d)[4], %d)['images_per_s'])"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code % (str(REPO), data, workers, data, workers, iters)],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+        for _ in range(2)
+    ]  # fmt: skip
+    rates = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    return {"threads_each": 1, "workers_each": workers, "each": rates,
+            "images_per_s": round(sum(rates), 1)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="datasets/market_lt50")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/profile_train.json"))
     parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--candidates", nargs="*", default=["pair", "compile"])
     args = parser.parse_args()
     cores = os.cpu_count() or 2
     report = {"cpu": platform.processor() or platform.machine(), "cores": cores,
@@ -137,6 +170,12 @@ def main() -> None:
         layouts.append(row)
     report["loop_layouts"] = layouts
     torch.set_num_threads(cores)
+    if "pair" in args.candidates:
+        report["pair_side_by_side"] = pair(args.data, args.iters, 0)
+        print(report["pair_side_by_side"], flush=True)
+    if "compile" in args.candidates:
+        report["compiled"] = compiled_loop(args.data, args.iters)
+        print(report["compiled"], flush=True)
     write_json(args.out, report, indent=2)
     print(f"written: {args.out}")
 

@@ -22,6 +22,7 @@ _PUBLIC = {
     "ReIDModel": "reid.models",
     "FeatureExtractor": "reid.models",
     "GalleryIndex": "reid.index",
+    "Embedder": "reid.index",
     "ReidError": "reid.errors",
 }
 

@@ -22,6 +22,7 @@ from .evaluation.rank import AP_MODES, METRICS
 from .heads import ALL_HEAD_OPTIONS, CENTER_UPDATES, HEADS, WEIGHT_MODES
 from .models.backbone import TORCHVISION
 from .models.pooling import POOLINGS
+from .optional import require
 
 
 @dataclass
@@ -274,6 +275,16 @@ def validate(config: DictConfig, source: str = "config") -> None:
         )
     if config.model.init_head and not config.model.init_from:
         bad("model.init_head", "needs model.init_from (the checkpoint to take the head from)")
+    if backbone.startswith("torchreid:"):
+        try:
+            require("torchreid", f"model.backbone={backbone}")
+        except ReidError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    if config.output.tensorboard:
+        try:
+            require("tensorboard", "output.tensorboard=true")
+        except ReidError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     if config.train.device != "auto":
         try:
             check_device(config.train.device, "train.device")

@@ -229,3 +229,30 @@ def test_layers_do_not_import_upwards():
             [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
         )
         assert out.stdout.strip() == "", f"{package} imports {out.stdout.strip()}"
+
+
+def test_a_plain_install_runs_without_the_optional_packages():
+    """Every module imports with torchreid, TensorBoard, OpenCV and gdown absent (a plain
+    ``pip install reid``); the settings that need them say which extra to install."""
+    code = """
+import sys, pkgutil, importlib
+for name in ("torchreid", "tensorboard", "cv2", "gdown"):
+    sys.modules[name] = None  # import fails, as when not installed
+import reid
+for module in pkgutil.walk_packages(reid.__path__, "reid."):
+    importlib.import_module(module.name)
+from reid.config import ConfigError, load_config
+for override in ("model.backbone=torchreid:osnet_x1_0", "output.tensorboard=true"):
+    try:
+        load_config(None, [override])
+    except ConfigError as exc:
+        print(exc)
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert "needs the optional package torchreid: pip install 'reid[torchreid]'" in lines[0]
+    assert "needs the optional package tensorboard: pip install 'reid[tensorboard]'" in lines[1]

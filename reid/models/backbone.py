@@ -21,6 +21,7 @@ import torchvision
 from torch import nn
 
 from ..errors import ReidError
+from ..optional import require_torchreid
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class TorchreidBackbone(nn.Module):
 
     def __init__(self, name: str):
         super().__init__()
+        require_torchreid(f"model.backbone=torchreid:{name}")
         from torchreid.reid import models
 
         factory = getattr(

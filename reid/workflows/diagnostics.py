@@ -33,7 +33,8 @@ def weight_center_angles(
     state = read_checkpoint(checkpoint)
     model, cfg = load_model(checkpoint)
     weights = class_weights(state, checkpoint)
-    records = load_dataset(data or cfg.data.root).train
+    # the run's own data is read the way the run read it (its data.kind)
+    records = load_dataset(data or cfg.data.root, "auto" if data else cfg.data.kind).train
     pids, _ = arrays(records)
     if pids.max() + 1 != state["num_classes"]:
         raise ReidError(

@@ -20,6 +20,7 @@ from torch import nn
 from ..data import load_dataset
 from ..engine.trainer import evaluate
 from ..models.backbone import build_backbone
+from ..optional import require_torchreid
 
 
 class TorchreidMobileNet(nn.Module):
@@ -53,13 +54,14 @@ class _Limited:
 
 
 def train_torchreid(cfg, run_dir: Path) -> dict:
+    require_torchreid("the study's torchreid engine arm")
     import torchreid.reid.data as tdata
     from torchreid.reid.data.datasets.dataset import ImageDataset as TorchreidImageDataset
     from torchreid.reid.engine import ImageSoftmaxEngine
     from torchreid.reid.optim import build_lr_scheduler, build_optimizer
 
     torch.manual_seed(cfg.train.seed)
-    dataset = load_dataset(cfg.data.root)
+    dataset = load_dataset(cfg.data.root, cfg.data.kind)
     triples = {
         split: [(r.path, r.pid, r.camid) for r in getattr(dataset, split)]
         for split in ("train", "query", "gallery")

@@ -269,9 +269,10 @@ def search(
     if report_recall:
         result["recall"] = index.recall_at(features, ks=(1, min(10, topk)))
     if outputs is not None:
-        out_dir = outputs.folder
-        outputs.write("results.csv", lambda tmp: table.to_csv(tmp, index=False))
-        outputs.write_text("results.json", table.to_json(orient="records", indent=1))
+        written = [
+            outputs.write("results.csv", lambda tmp: table.to_csv(tmp, index=False)),
+            outputs.write_text("results.json", table.to_json(orient="records", indent=1)),
+        ]
         size = tuple(index.manifest.get("preprocessing", {}).get("image_size", (128, 64)))
         rows = []
         for q, group in table.groupby("query"):
@@ -292,8 +293,10 @@ def search(
                 )
             )
         if rows:
-            outputs.write("results.png", lambda tmp: save_ranked_lists(rows[:16], str(tmp)))
+            written.append(
+                outputs.write("results.png", lambda tmp: save_ranked_lists(rows[:16], str(tmp)))
+            )
         if "recall" in result:
-            outputs.write_json("recall.json", result["recall"])
-        result["files"] = [str(out_dir / n) for n in SEARCH_FILES if (out_dir / n).is_file()]
+            written.append(outputs.write_json("recall.json", result["recall"]))
+        result["files"] = [str(path) for path in written]  # this run's files only
     return result

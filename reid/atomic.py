@@ -87,12 +87,13 @@ def clean_stale_temps(folder: str | Path) -> list[Path]:
         pid = temp_owner(path.name)
         if pid is None or process_alive(pid):
             continue
-        _remove(path)
+        remove_path(path)
         removed.append(path)
     return removed
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file, link or folder tree; absent is fine."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -106,10 +107,7 @@ def _fsync(path: Path) -> None:
     if path.is_dir():
         for child in path.iterdir():
             _fsync(child)
-        flags = os.O_RDONLY
-    else:
-        flags = os.O_RDONLY
-    fd = os.open(path, flags)
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -169,7 +167,7 @@ def atomic_path(target: str | Path, tag: str = "") -> Iterator[Path]:
         os.replace(tmp, target)
         _fsync(target.absolute().parent)
     except BaseException as exc:
-        _remove(tmp)
+        remove_path(tmp)
         error = user_error(exc, target)
         if error is not None:
             raise error from None

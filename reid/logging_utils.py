@@ -39,12 +39,12 @@ def error_line(exc: BaseException) -> str:
     return text.strip() or type(exc).__name__
 
 
-def is_expected(exc: BaseException) -> bool:
-    if isinstance(exc, ReidError):
-        return True
-    if isinstance(exc, OSError) and exc.errno in USER_OS_ERRORS:
-        return True
-    return isinstance(exc, RuntimeError) and user_error(exc, ".") is not None  # a full disk
+def expected_error(exc: BaseException) -> BaseException | None:
+    """``exc`` as the expected failure to show, or None for a bug (a full disk that torch or
+    FAISS report as ``RuntimeError`` becomes its one-line ``OutputError``)."""
+    if isinstance(exc, ReidError) or (isinstance(exc, OSError) and exc.errno in USER_OS_ERRORS):
+        return exc
+    return user_error(exc, ".") if isinstance(exc, RuntimeError) else None
 
 
 def one_line_parse_errors(parser) -> None:
@@ -70,9 +70,8 @@ def tool_main(main, parser) -> None:
               file=sys.stderr)  # fmt: skip
         raise SystemExit(130) from None
     except Exception as exc:
-        if not is_expected(exc):
+        shown = expected_error(exc)
+        if shown is None:
             raise
-        if isinstance(exc, RuntimeError):
-            exc = user_error(exc, ".")
-        print(f"error: {error_line(exc)}", file=sys.stderr)
-        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+        print(f"error: {error_line(shown)}", file=sys.stderr)
+        raise SystemExit(getattr(shown, "exit_code", 2)) from None

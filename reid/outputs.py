@@ -82,21 +82,20 @@ class OutputFolder:
     def ledger_path(self) -> Path:
         return self.folder / LEDGER
 
-    def entries(self) -> dict:
+    def _ledger(self) -> dict:
         try:
             data = json.loads(self.ledger_path.read_text())
         except (OSError, ValueError):
             return {}
-        files = data.get("files") if isinstance(data, dict) else None
+        return data if isinstance(data, dict) else {}
+
+    def entries(self) -> dict:
+        files = self._ledger().get("files")
         return files if isinstance(files, dict) else {}
 
     def kind(self) -> str | None:
         """The tool that made this folder (``run``, ``split``, ``synthetic``…), if reid did."""
-        try:
-            data = json.loads(self.ledger_path.read_text())
-        except (OSError, ValueError):
-            return None
-        return data.get("kind") if isinstance(data, dict) else None
+        return self._ledger().get("kind")
 
     def owned(self, name: str) -> bool:
         entry = self.entries().get(name)
@@ -257,7 +256,7 @@ def swap_in(staged: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(staged, final)
     if old is not None:
-        atomic._remove(old)
+        atomic.remove_path(old)
 
 
 def output_file(path: str | Path, tool: str, flag: str) -> tuple[OutputFolder, str]:

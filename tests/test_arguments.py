@@ -24,11 +24,16 @@ TOOLS = sorted(p.stem for p in (REPO / "tools").glob("*.py"))
 CANONICAL = ("0", "-1", "1e12", "abc")
 
 
-def parser_of(tool: str) -> argparse.ArgumentParser:
+def load_tool(tool: str):
+    """The module of ``tools/TOOL.py`` (its ``main`` and ``get_args_parser``)."""
     spec = importlib.util.spec_from_file_location(f"tool_{tool}", REPO / "tools" / f"{tool}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    parser = module.get_args_parser()
+    return module
+
+
+def parser_of(tool: str) -> argparse.ArgumentParser:
+    parser = load_tool(tool).get_args_parser()
     one_line_parse_errors(parser)
     return parser
 

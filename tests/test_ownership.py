@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from tests.conftest import REPO, TINY_TRAIN
-from tests.test_arguments import TOOLS, flags, parser_of
+from tests.test_arguments import TOOLS, flags, load_tool, parser_of
 from tests.test_faults import one_error_line, snapshot
 
 
@@ -19,15 +19,13 @@ def run_tool(tool: str, *args):
     """The tool's ``tool_main`` in this process (no interpreter start, no torch import per
     run): the same exit status and stderr as from the command line."""
     import contextlib
-    import importlib.util
     import io
     import subprocess
     import sys
 
-    spec = importlib.util.spec_from_file_location(f"tool_{tool}", REPO / "tools" / f"{tool}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     from reid.logging_utils import tool_main
+
+    module = load_tool(tool)
 
     err, argv = io.StringIO(), sys.argv
     sys.argv = [f"{tool}.py", *map(str, args)]

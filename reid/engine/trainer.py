@@ -443,20 +443,22 @@ def fit(
     """
     run_dir = Path(run_dir)
     if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 holds the folder and writes it
-        return _fit(cfg, run_dir, resume, progress, replace)
+        return _fit(cfg, run_dir, resume, progress, replace, check_names=False)
     created = not run_dir.exists()
     try:
         with lock_folder(run_dir, "training run", "--output"):
-            return _fit(cfg, run_dir, resume, progress, replace)
+            return _fit(cfg, run_dir, resume, progress, replace, check_names=not resume)
     except BaseException:
         if created and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a run that failed its checks leaves no empty folder behind
         raise
 
 
-def _fit(cfg: DictConfig, run_dir: Path, resume: bool, progress: bool, replace: bool) -> dict:
+def _fit(
+    cfg: DictConfig, run_dir: Path, resume: bool, progress: bool, replace: bool, check_names: bool
+) -> dict:
     outputs = run_outputs(run_dir)
-    if not resume and int(os.environ.get("RANK", "0")) == 0:  # names free, or the run's own
+    if check_names:  # a new run's names: free, or the earlier run's own files
         outputs.check(RUN_FILES, "choose another --output folder")
     run = _build(cfg, run_dir, load_checkpoint(run_dir / "last.pt") if resume else None)
     main, core = run.rank == 0, run.core

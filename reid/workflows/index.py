@@ -110,7 +110,8 @@ def remove_from_index(out: str, pids=(), paths_file: str | None = None) -> dict:
     """Remove identities and/or listed images from the index at ``out`` (atomic, like append)."""
     if paths_file is not None and not Path(paths_file).is_file():
         raise ReidError(f"--remove-paths {paths_file}: file not found")
-    GalleryIndex.load(out, verify=False)  # a clear error for a missing index before the lock
+    if not Path(out).is_dir():  # before the lock, which would create the folder
+        raise IndexFormatError(f"{out}: index directory not found")
     with lock_folder(out, "index export or removal", "--out"):
         index = GalleryIndex.load(out)
         drop = index.metadata["pid"].isin([int(p) for p in pids]).to_numpy().copy()

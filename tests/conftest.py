@@ -39,16 +39,17 @@ def market_root() -> Path:
     )
 
 
+#: the suite's synthetic set (also ``tests/seeded_runs.py``: its golden numbers depend on it)
+SYNTHETIC_SPEC = dict(ids=40, images_per_id=12, longtail_ratio=4, distractors=20, junk=5, seed=3)
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A small synthetic Market-format dataset, generated once per test session."""
     from reid.data.synthetic import SyntheticSpec, generate
 
     root = tmp_path_factory.mktemp("synthetic")
-    generate(
-        root,
-        SyntheticSpec(ids=40, images_per_id=12, longtail_ratio=4, distractors=20, junk=5, seed=3),
-    )
+    generate(root, SyntheticSpec(**SYNTHETIC_SPEC))
     return root
 
 

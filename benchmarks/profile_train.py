@@ -39,8 +39,10 @@ from reid.engine.build import (  # noqa: E402
     build_scheduler,
     build_train_loader,
     build_training_module,
+    center_settings,
+    feature_pass,
 )
-from reid.engine.centers import frequency_groups  # noqa: E402
+from reid.engine.centers import CenterLifecycle  # noqa: E402
 from reid.engine.trainer import train_one_epoch  # noqa: E402
 
 
@@ -105,7 +107,8 @@ def loop(cfg, dataset, sampler, loader, module, iters: int) -> dict:
     stats = train_one_epoch(
         module, losses, loader, optimizer, scheduler, scaler, torch.device("cpu"),
         channels_last=True, max_iters=iters, progress=False,
-        class_groups=frequency_groups(dataset.train, dataset.num_train_pids),
+        centers=CenterLifecycle(module, dataset.train, center_settings(cfg), feature_pass(cfg),
+                                torch.device("cpu")),
     )  # fmt: skip
     return {"images_per_s": round(stats["images_per_s"], 1)}
 

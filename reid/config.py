@@ -17,9 +17,11 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 from .arguments import check_device
 from .data import LOADERS
 from .data.samplers import SAMPLERS
+from .engine.build import AMP_MODES, OPTIMIZERS, SCHEDULERS
 from .errors import ReidError
 from .evaluation.rank import AP_MODES, METRICS
-from .heads import ALL_HEAD_OPTIONS, CENTER_UPDATES, HEADS, WEIGHT_MODES
+from .heads import ALL_HEAD_OPTIONS, CENTER_INITS, CENTER_UPDATES, HEADS, WEIGHT_MODES
+from .heads.centers import CenterSettings
 from .models.backbone import TORCHVISION
 from .models.pooling import POOLINGS
 from .optional import require
@@ -61,14 +63,7 @@ class HeadConfig:
     margin: float | None = None  # cosface, arcface, circle, sphereface (integer m)
     virtual_clamp: float | None = None  # virtual
     beta_fixed: float | None = None  # sphereface: fixed β instead of annealing (IR authors: 10)
-    # IR-Softmax centers (head.weights=centers), reid/heads/centers.py
-    center_update: str = "authors"  # authors | ema | grad
-    center_momentum: float = 0.5  # ema: weight of the old center per update
-    center_lr: float = 0.5  # grad
-    center_lambda: float = 1.0  # grad, center_pull
-    center_pull: float = 0.0  # weight of the center term's pull on the features (paper: unstated)
-    center_init: str = "features"  # features (train-mode BN pass over the train set) | batches
-    center_refresh: int = 0  # every N epochs re-initialise the centers from a feature pass; 0 = off
+    # the IR-Softmax centers' own settings (head.weights=centers) are the ``centers:`` section
     # loss mix: the head's own loss weight, and an auxiliary learned softmax
     # (the authors' code: ir_weight 0.1 with aux_softmax 1.0)
     ir_weight: float = 1.0
@@ -139,6 +134,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    centers: CenterSettings = field(default_factory=CenterSettings)  # reid/heads/centers.py
     loss: LossConfig = field(default_factory=LossConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -157,12 +153,12 @@ CHOICES = {
     "model.pooling": tuple(POOLINGS),
     "head.name": tuple(HEADS),
     "head.weights": WEIGHT_MODES,
-    "head.center_update": CENTER_UPDATES,
-    "head.center_init": ("features", "batches"),
+    "centers.update": tuple(CENTER_UPDATES),
+    "centers.init": CENTER_INITS,
     "sampler.name": (*SAMPLERS, "random"),
-    "optim.name": ("adam", "adamw", "sgd"),
-    "optim.scheduler": ("multistep", "cosine"),
-    "train.amp": ("auto", "off", "fp16", "bf16"),
+    "optim.name": tuple(OPTIMIZERS),
+    "optim.scheduler": SCHEDULERS,
+    "train.amp": AMP_MODES,
     "eval.metric": METRICS,
     "eval.ap": AP_MODES,
 }
@@ -183,11 +179,11 @@ RANGES = {
     "head.margin": (0, 10, False, False),
     "head.virtual_clamp": (0, BIG, False, False),
     "head.beta_fixed": (0, BIG, False, False),
-    "head.center_momentum": (0, 1, False, True),
-    "head.center_lr": (0, 10, False, False),
-    "head.center_lambda": (0, BIG, False, False),
-    "head.center_pull": (0, BIG, False, False),
-    "head.center_refresh": (0, 100000, False, False),
+    "centers.momentum": (0, 1, False, True),
+    "centers.lr": (0, 10, False, False),
+    "centers.lam": (0, BIG, False, False),
+    "centers.pull": (0, BIG, False, False),
+    "centers.refresh": (0, 100000, False, False),
     "head.ir_weight": (0, BIG, False, False),
     "head.aux_softmax": (0, BIG, False, False),
     "loss.label_smoothing": (0, 1, False, True),
@@ -300,9 +296,37 @@ def _valid_keys(key: str) -> str:
     return f"valid sections: {', '.join(schema.keys())}"
 
 
+#: keys that moved, old → new: configs, overrides and checkpoints that use the old name still load
+MOVED = {
+    "head.center_update": "centers.update",
+    "head.center_momentum": "centers.momentum",
+    "head.center_lr": "centers.lr",
+    "head.center_lambda": "centers.lam",
+    "head.center_pull": "centers.pull",
+    "head.center_init": "centers.init",
+    "head.center_refresh": "centers.refresh",
+}
+
+
+def _moved(other):
+    """``other`` with every key of ``MOVED`` under its new name (the new name wins if both)."""
+    data = OmegaConf.to_container(other) if isinstance(other, DictConfig) else other
+    if not isinstance(data, dict):
+        return other
+    for old, new in MOVED.items():
+        (os_, ok), (ns, nk) = old.split("."), new.split(".")
+        section = data.get(os_)
+        if isinstance(section, dict) and ok in section:
+            value = section.pop(ok)
+            data.setdefault(ns, {})
+            if isinstance(data[ns], dict):
+                data[ns].setdefault(nk, value)
+    return data
+
+
 def _merge(base: DictConfig, other, source: str) -> DictConfig:
     try:
-        return OmegaConf.merge(base, other)
+        return OmegaConf.merge(base, _moved(other))
     except (ConfigKeyError, ConfigAttributeError) as exc:
         key = exc.full_key or str(exc)
         raise ConfigError(f"{source}: unknown key {key!r}; {_valid_keys(key)}") from None

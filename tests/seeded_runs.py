@@ -42,13 +42,13 @@ RUNS = {
         "head.beta_fixed=10",
         "head.ir_weight=0.1",
         "head.aux_softmax=1.0",
-        "head.center_refresh=1",
+        "centers.refresh=1",
     ],
     "cosface_ir_ema_pull": [
         "head.name=cosface",
         "head.weights=centers",
-        "head.center_update=ema",
-        "head.center_pull=0.5",
+        "centers.update=ema",
+        "centers.pull=0.5",
         "loss.center=0.0005",
     ],
 }
@@ -98,8 +98,9 @@ def train_run(name: str, root: Path, out: Path) -> dict:
 
 def synthetic(root: Path) -> Path:
     """The suite's synthetic set (the same spec as ``conftest.synthetic_root``)."""
-    from .conftest import SYNTHETIC_SPEC
     from reid.data.synthetic import SyntheticSpec, generate
+
+    from .conftest import SYNTHETIC_SPEC
 
     generate(root, SyntheticSpec(**SYNTHETIC_SPEC))
     return root

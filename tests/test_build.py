@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from reid.engine.build import (
     build_sampler,
     build_scheduler,
     build_training_module,
+    feature_pass,
     head_kwargs,
     init_from_checkpoint,
 )
@@ -93,10 +95,10 @@ def test_head_options_route_to_the_chosen_head_only():
     cfg = load_config(None, ["head.name=cosface", "head.scale=20", "head.margin=0.2"])
     assert head_kwargs(cfg) == {"weights": "learned", "scale": 20.0, "margin": 0.2}
     cfg = load_config(None, ["head.name=sphereface", "head.margin=3", "head.beta_fixed=10"])
-    kwargs = head_kwargs(cfg)
-    assert kwargs["margin"] == 3 and isinstance(kwargs["margin"], int)
+    built = HEADS["sphereface"](4, 3, **head_kwargs(cfg))
+    assert built.margin == 3 and isinstance(built.margin, int)
     cfg = load_config(None, ["head.name=arcface", "head.weights=centers"])
-    assert head_kwargs(cfg)["center_update"] == "authors" and "scale" not in head_kwargs(cfg)
+    assert head_kwargs(cfg)["centers"].update == "authors" and "scale" not in head_kwargs(cfg)
     for name, head in HEADS.items():  # every declared option is a constructor argument
         built = head(4, 3, **head.OPTIONS)
         assert built.num_classes == 3, name
@@ -132,7 +134,7 @@ def test_centers_of_an_untrained_network_start_apart(synthetic_root):
     torch.manual_seed(0)
     records = load_dataset(synthetic_root).train
     module = build_training_module(cfg, len({r.pid for r in records}))
-    init_head_centers(module, records, cfg, torch.device("cpu"))
+    init_head_centers(module, records, feature_pass(cfg), torch.device("cpu"))
     new = _pairwise_cosine(module.head.centers.weight)
     old_features = FeatureExtractor(module.model, (64, 32), "cpu", 64, 0).extract_records(records)
     module.head.centers.init_from_features(
@@ -149,7 +151,7 @@ def test_train_mode_pass_leaves_bn_statistics_untouched(synthetic_root):
     records = load_dataset(synthetic_root).train
     module = build_training_module(cfg, len({r.pid for r in records}))
     before = {k: v.clone() for k, v in module.state_dict().items() if "running" in k}
-    init_head_centers(module, records, cfg, torch.device("cpu"))
+    init_head_centers(module, records, feature_pass(cfg), torch.device("cpu"))
     for key, value in before.items():
         torch.testing.assert_close(module.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
@@ -205,30 +207,42 @@ def test_init_from_loads_backbone_neck_and_optionally_the_head(tiny_checkpoint, 
         init_from_checkpoint(build_training_module(other, num_classes), other)
 
 
+#: the house, bottom up: a package imports nothing from its own layer or a later one. The
+#: README's "Layout" section names the packages in this order (checked below).
+LAYERS = [
+    ["reid.data"],
+    ["reid.models", "reid.heads", "reid.losses", "reid.evaluation"],
+    ["reid.index"],
+    ["reid.engine"],
+    ["reid.workflows"],
+]
+
+
 def test_layers_do_not_import_upwards():
-    """data, heads, models, losses, evaluation, index import nothing from engine or workflows,
-    and data nothing from evaluation (checked in a fresh interpreter per package)."""
-    rules = {
-        "reid.data": ("reid.engine", "reid.workflows", "reid.evaluation", "reid.index"),
-        "reid.heads": ("reid.engine", "reid.workflows"),
-        "reid.models": ("reid.engine", "reid.workflows", "reid.evaluation", "reid.index"),
-        "reid.losses": ("reid.engine", "reid.workflows"),
-        "reid.evaluation": ("reid.engine", "reid.workflows", "reid.index"),
-        "reid.index": ("reid.engine", "reid.workflows"),
-        "reid.engine": ("reid.workflows",),
-    }
-    for package, forbidden in rules.items():
-        code = (
-            "import sys, importlib, pkgutil\n"
-            f"pkg = importlib.import_module({package!r})\n"
-            "for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
-            "    importlib.import_module(m.name)\n"
-            f"print(' '.join(sorted(n for n in sys.modules if n.startswith({forbidden!r}))))\n"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
-        )
-        assert out.stdout.strip() == "", f"{package} imports {out.stdout.strip()}"
+    """Each package of ``LAYERS`` imports nothing from its siblings or from later layers
+    (checked in a fresh interpreter per package)."""
+    for i, layer in enumerate(LAYERS):
+        later = [p for upper in LAYERS[i + 1 :] for p in upper]
+        for package in layer:
+            forbidden = tuple(later + [p for p in layer if p != package])
+            code = (
+                "import sys, importlib, pkgutil\n"
+                f"pkg = importlib.import_module({package!r})\n"
+                "for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+                "    importlib.import_module(m.name)\n"
+                f"print(' '.join(sorted(n for n in sys.modules if n.startswith({forbidden!r}))))\n"
+            )
+            out = subprocess.run(
+                [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+            )
+            assert out.stdout.strip() == "", f"{package} imports {out.stdout.strip()}"
+
+
+def test_readme_layout_describes_the_same_house():
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = [f"reid.{m}" for m in re.findall(r"`reid/(\w+)/`", section)]
+    assert named == [p for layer in LAYERS for p in layer]
 
 
 def test_a_plain_install_runs_without_the_optional_packages():

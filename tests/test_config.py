@@ -55,3 +55,19 @@ def test_bad_files(tmp_path):
     (tmp_path / "x.yaml").write_text("model:\n  backbon: resnet18\n")
     with pytest.raises(ConfigError, match=r"x.yaml: unknown key 'model.backbon'"):
         load_config(tmp_path / "x.yaml")
+
+
+def test_moved_center_keys_still_load_under_their_new_names():
+    """``head.center_*`` became the ``centers:`` section: old overrides, files and checkpoints'
+    stored configs load, with the value under the new key."""
+    from reid.config import MOVED, config_from_dict, to_dict
+
+    values = {"update": "ema", "momentum": 0.7, "lr": 0.3, "lam": 2.0, "pull": 0.1,
+              "init": "batches", "refresh": 3}  # fmt: skip
+    old = {key: values[new.split(".")[1]] for key, new in MOVED.items()}
+    cfg = load_config(None, [f"{k}={v}" for k, v in old.items()])
+    assert dict(cfg.centers) == values
+    stored = to_dict(load_config(None))
+    del stored["centers"]
+    stored["head"].update({k.split(".")[1]: v for k, v in old.items()})
+    assert dict(config_from_dict(stored).centers) == values

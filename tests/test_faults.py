@@ -265,14 +265,14 @@ def test_infeasible_sampler_fails_before_training(synthetic_root, tmp_path, over
         ("model.backbone=resnet19", "model.backbone='resnet19': unknown backbone; valid: resnet18"),
         ("train.device=cpufoo", "train.device='cpufoo': valid devices are cpu, cuda, cuda:N"),
         ("train.device=tpu", "train.device='tpu': valid devices are cpu, cuda, cuda:N"),
-        ("head.center_init=bogus", "head.center_init='bogus': unknown value; valid: features"),
+        ("centers.init=bogus", "centers.init='bogus': unknown value; valid: features"),
         (
             "eval.ap=official",
             "eval.ap='official': unknown value; valid: torchreid, market-official",
         ),
         ("sampler.name=pkk", "sampler.name='pkk': unknown value"),
         ("head.margin=0.3", "head.margin=0.3: not an option of head 'softmax'"),
-        ("head.center_update=cumulative", "head.center_update='cumulative': unknown value"),
+        ("centers.update=cumulative", "centers.update='cumulative': unknown value"),
     ],
 )
 def test_bad_values_fail_at_load(override, match):

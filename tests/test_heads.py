@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from reid.heads import HEADS, build_head
+from reid.heads import HEADS, CenterSettings, build_head
 from reid.heads.sphereface import psi
 from reid.losses import CrossEntropyLabelSmooth, TripletLoss
 
@@ -157,10 +157,7 @@ def test_center_updates_equal_their_formulas():
             3,
             3,
             weights="centers",
-            center_update=mode,
-            center_momentum=0.8,
-            center_lr=0.4,
-            center_lambda=1.5,
+            centers=CenterSettings(update=mode, momentum=0.8, lr=0.4, lam=1.5),
         )
         head.centers.seen.fill_(True)  # steady state: every class initialised
         before = head.centers.weight.clone()
@@ -181,7 +178,7 @@ def test_center_updates_equal_their_formulas():
 def test_authors_update_is_not_a_growing_sum():
     """After many steps a new batch still moves an ``authors`` center by a fixed share (the old
     ``cumulative`` sum let new batches weigh n/N → 0)."""
-    head = build_head("softmax", 2, 1, weights="centers", center_update="authors")
+    head = build_head("softmax", 2, 1, weights="centers", centers=CenterSettings(update="authors"))
     y = torch.zeros(4, dtype=torch.long)
     for _ in range(200):
         head.on_train_step(torch.tensor([[1.0, 0.0]]).expand(4, 2), y)
@@ -191,8 +188,8 @@ def test_authors_update_is_not_a_growing_sum():
 
 
 def test_old_cumulative_mode_is_refused_with_the_new_name():
-    with pytest.raises(ValueError, match="unknown head.center_update 'cumulative'; valid: authors"):
-        build_head("softmax", 2, 2, weights="centers", center_update="cumulative")
+    with pytest.raises(ValueError, match="unknown centers.update 'cumulative'; valid: authors"):
+        build_head("softmax", 2, 2, weights="centers", centers=CenterSettings(update="cumulative"))
 
 
 def test_init_centers_from_class_means_and_state_dict():
@@ -205,7 +202,7 @@ def test_init_centers_from_class_means_and_state_dict():
 
 
 def test_center_pull_is_the_center_term():
-    head = build_head("softmax", 3, 2, weights="centers", center_lambda=2.0)
+    head = build_head("softmax", 3, 2, weights="centers", centers=CenterSettings(lam=2.0))
     x, y = torch.randn(4, 3, requires_grad=True), torch.tensor([0, 1, 1, 0])
     value = head.centers.pull(x, y)
     torch.testing.assert_close(
@@ -290,7 +287,9 @@ def test_few_steps_reduce_the_loss(name, weights):
 
 
 def test_first_batch_initialises_unseen_centers():
-    head = build_head("softmax", 3, 3, weights="centers", center_update="ema", center_momentum=0.9)
+    head = build_head(
+        "softmax", 3, 3, weights="centers", centers=CenterSettings(update="ema", momentum=0.9)
+    )
     x, y = torch.randn(4, 3), torch.tensor([0, 0, 1, 1])
     head.on_train_step(x, y)  # first sight of classes 0 and 1: their batch means, no momentum
     torch.testing.assert_close(head.centers.weight[0], unit(unit(x[:2]).sum(0)))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from reid.evaluation import _counting as counting
 from reid.evaluation import evaluate_distmat, evaluate_rank
 from reid.evaluation import rank as rank_module
 
@@ -118,8 +119,8 @@ def test_torch_and_numpy_counting_agree_with_naive(seed):
     countable[pos_cols] = True  # positives are never junk
     expected = naive_positive_ranks(scores, pos_rows, pos_cols, countable)
     mask = np.empty(scores.shape, bool)
-    by_numpy = rank_module._positive_ranks_np(scores, pos_rows, pos_cols, countable, mask)
-    by_torch = rank_module._positive_ranks(
+    by_numpy = counting.positive_ranks_np(scores, pos_rows, pos_cols, countable, mask)
+    by_torch = counting.positive_ranks(
         torch.from_numpy(scores), pos_rows, pos_cols, torch.from_numpy(countable)
     ).numpy()
     np.testing.assert_array_equal(by_numpy, expected)
@@ -130,7 +131,7 @@ def test_order_keys_follow_float_order():
     values = torch.tensor(
         [-math.inf, -3e38, -1.0, -1e-45, -0.0, 0.0, 1e-45, 1e-38, 0.5, 1.0, 3e38, math.inf]
     )
-    keys = rank_module._order_keys(values)
+    keys = counting.order_keys(values)
     for i in range(len(values)):
         for j in range(len(values)):
             assert (keys[i] < keys[j]) == (values[i] < values[j]).item()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+
 import pytest
 
 from tests.conftest import REPO
@@ -68,6 +69,7 @@ def test_study_skips_the_committed_runs(grid_file, tmp_path, monkeypatch):
     unchanged), and every declared run's overrides still make a valid config."""
     from reid.config import load_config
     from reid.workflows import study as study_module
+    from reid.workflows import train as train_module
 
     results = REPO / "benchmarks/results"
     source = results / STUDIES[grid_file]
@@ -75,7 +77,7 @@ def test_study_skips_the_committed_runs(grid_file, tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a committed run was trained again")
 
-    monkeypatch.setattr(study_module, "fit", no_training)
+    monkeypatch.setattr(train_module, "fit", no_training)
     grid = study_module.Grid.load(results / grid_file)
     skipped = 0
     for arm, rho, seed in grid.runs():

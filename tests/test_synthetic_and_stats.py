@@ -160,7 +160,7 @@ def test_tools_run(tmp_path):
 
 def test_color_histogram_baseline_is_far_from_saturated(synthetic_root):
     """The synthetic set must not be solvable by colour alone (the difficulty check)."""
-    from reid.evaluation.color_baseline import histogram_baseline
+    from tests.color_baseline import histogram_baseline
 
     result = histogram_baseline(synthetic_root)
     assert result["rank1"] < 0.5, result

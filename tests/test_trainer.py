@@ -239,3 +239,25 @@ dist.destroy_process_group()
     assert (
         len((tmp_path / "ddp/metrics.jsonl").read_text().splitlines()) == 1
     )  # rank 0 alone writes
+
+
+def test_study_runs_resume_only_with_their_own_config(synthetic_root, tmp_path, monkeypatch):
+    """``train_to_end`` (the study's runs) uses ``--resume``'s rule: a run killed mid-way resumes
+    with a longer schedule, and is refused by name when the grid changed what it learns."""
+    from reid.config import ConfigError
+    from reid.workflows import train as train_module
+
+    run = tmp_path / "run"
+    fit(tiny(synthetic_root, "train.epochs=1", "train.max_iters_per_epoch=2"), run, progress=False)
+    with pytest.raises(ConfigError, match="head.name cannot change on resume"):
+        train_module.train_to_end(
+            tiny(synthetic_root, "train.max_iters_per_epoch=2", "head.name=cosface"), run
+        )
+    calls = []
+    monkeypatch.setattr(train_module, "fit", lambda *a, **k: calls.append(k))
+    history = train_module.train_to_end(
+        tiny(synthetic_root, "train.epochs=1", "train.max_iters_per_epoch=2"), run
+    )
+    assert calls == [] and [h["epoch"] for h in history] == [1]  # finished: nothing trains
+    train_module.train_to_end(tiny(synthetic_root, "train.max_iters_per_epoch=2"), run)
+    assert len(calls) == 1 and calls[0]["resume"] is True  # epoch 1 of 2 done: it resumes

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 
 class _IdentitySampler:
+    #: the sampler's own settings: constructor keyword → key of the config's ``sampler:`` section
+    OPTIONS: dict = {}
+    NEEDS_CAMIDS = False
+
     def __init__(
         self,
         pids,
@@ -144,6 +148,8 @@ class PKSampler(_IdentitySampler):
 
 
 class BalancedIdentitySampler(_IdentitySampler):
+    NEEDS_CAMIDS = True
+
     def __init__(self, pids, camids, batch_size, num_instances, **kwargs):
         super().__init__(pids, batch_size, num_instances, **kwargs)
         self.camids = np.asarray(camids)
@@ -174,6 +180,8 @@ class BalancedIdentitySampler(_IdentitySampler):
 
 
 class PowerLawSampler(_IdentitySampler):
+    OPTIONS = {"power": "power"}
+
     def __init__(self, pids, batch_size, num_instances, power: float = 0.5, **kwargs):
         super().__init__(pids, batch_size, num_instances, **kwargs)
         weights = self.counts.astype(np.float64) ** power
@@ -213,6 +221,8 @@ class PowerLawSampler(_IdentitySampler):
 
 
 class RepeatFactorSampler(_IdentitySampler):
+    OPTIONS = {"threshold": "repeat_threshold"}
+
     def __init__(self, pids, batch_size, num_instances, threshold: float = 0.01, **kwargs):
         super().__init__(pids, batch_size, num_instances, **kwargs)
         fractions = self.counts / self.counts.sum()

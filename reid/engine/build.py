@@ -1,32 +1,48 @@
-"""Configuration → objects, in one place (no config object is read anywhere else)."""
+"""Configuration → objects, in one place: the trainer, the centers' lifecycle, the loss and the
+evaluation take the plain settings built here (``build_training``), not the config."""
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data import arrays, load_dataset, verify_images
 from ..data.dataset import ImageDataset
 from ..data.samplers import SAMPLERS
 from ..data.transforms import build_transforms
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ReidError
+from ..evaluation.rank import count_valid_queries
 from ..heads import build_head, head_options
+from ..heads.centers import CenterSettings
 from ..losses import CenterLoss, CrossEntropyLabelSmooth, TripletLoss
 from ..models import ReIDModel
 from ..models.checkpoint import (
     ARCHITECTURE_KEYS,
+    build_embedding_model,
     load_embedding_state,
     prefixed,
     read_checkpoint,
 )
+from .centers import CenterLifecycle, FeaturePass
+from .checkpoint import seed_everything, set_rng_state
+from .distributed import init_distributed, local_device
+
+log = logging.getLogger("reid.engine.trainer")
 
 
 def build_model(cfg: DictConfig) -> ReIDModel:
-    m = cfg.model
-    return ReIDModel(m.backbone, m.last_stride, m.pooling, m.embedding_dim, m.bnneck, m.pretrained)
+    return build_embedding_model(cfg.model, cfg.model.pretrained)
+
+
+def center_settings(cfg: DictConfig) -> CenterSettings:
+    return CenterSettings(**cfg.centers)
 
 
 def head_kwargs(cfg: DictConfig) -> dict:
@@ -34,18 +50,9 @@ def head_kwargs(cfg: DictConfig) -> dict:
     center settings for IR-Softmax (``config.validate`` already refused options it lacks)."""
     h = cfg.head
     kwargs = {"weights": h.weights}
-    for option in head_options(h.name):
-        if h[option] is not None:
-            kwargs[option] = (
-                int(h[option]) if (h.name, option) == ("sphereface", "margin") else h[option]
-            )
+    kwargs.update({k: h[k] for k in head_options(h.name) if h[k] is not None})
     if h.weights == "centers":
-        kwargs.update(
-            center_update=h.center_update,
-            center_momentum=h.center_momentum,
-            center_lr=h.center_lr,
-            center_lambda=h.center_lambda,
-        )
+        kwargs["centers"] = center_settings(cfg)
     return kwargs
 
 
@@ -159,27 +166,30 @@ def build_losses(cfg: DictConfig, num_classes: int) -> Losses:
         triplet=cfg.loss.triplet,
         triplet_margin=cfg.loss.triplet_margin,
         center=cfg.loss.center,
-        center_pull=cfg.head.center_pull,
+        center_pull=cfg.centers.pull,
         label_smoothing=cfg.loss.label_smoothing,
     )
 
 
 def build_sampler(cfg: DictConfig, pids, camids, rank: int, world_size: int):
+    """The identity sampler ``sampler.name`` with its own settings (``OPTIONS``); None: random."""
     s = cfg.sampler
     if s.name == "random":
         return None
     if s.name not in SAMPLERS:
         raise KeyError(f"unknown sampler {s.name!r}; valid: random, {', '.join(SAMPLERS)}")
-    common = {"seed": cfg.train.seed, "rank": rank, "world_size": world_size}
-    if s.name == "balanced":
-        return SAMPLERS["balanced"](pids, camids, s.batch_size, s.num_instances, **common)
-    if s.name == "power":
-        return SAMPLERS["power"](pids, s.batch_size, s.num_instances, power=s.power, **common)
-    if s.name == "repeat":
-        return SAMPLERS["repeat"](
-            pids, s.batch_size, s.num_instances, threshold=s.repeat_threshold, **common
-        )
-    return SAMPLERS["pk"](pids, s.batch_size, s.num_instances, **common)
+    sampler = SAMPLERS[s.name]
+    first = (pids, camids) if sampler.NEEDS_CAMIDS else (pids,)
+    options = {argument: s[key] for argument, key in sampler.OPTIONS.items()}
+    return sampler(
+        *first,
+        s.batch_size,
+        s.num_instances,
+        seed=cfg.train.seed,
+        rank=rank,
+        world_size=world_size,
+        **options,
+    )
 
 
 def build_train_loader(cfg: DictConfig, records, sampler, device: torch.device) -> DataLoader:
@@ -215,21 +225,26 @@ def build_optimizer(cfg: DictConfig, module: nn.Module) -> torch.optim.Optimizer
         {"params": decay, "weight_decay": o.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=True)
-    if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr)
-    if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr)
-    raise KeyError(f"unknown optimizer {o.name!r}; valid: sgd, adam, adamw")
+    if o.name not in OPTIMIZERS:
+        raise KeyError(f"unknown optimizer {o.name!r}; valid: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[o.name](groups, o)
+
+
+#: optimizer name → (parameter groups, optim settings) → optimizer; the config's valid choices
+OPTIMIZERS = {
+    "adam": lambda groups, o: torch.optim.Adam(groups, lr=o.lr),
+    "adamw": lambda groups, o: torch.optim.AdamW(groups, lr=o.lr),
+    "sgd": lambda groups, o: torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=True),
+}
+SCHEDULERS = ("multistep", "cosine")
 
 
 def build_scheduler(cfg: DictConfig, optimizer, iters_per_epoch: int):
     """Per-iteration LR factor: linear warm-up, then multistep or cosine (epochs in the config)."""
     o, total = cfg.optim, cfg.train.epochs * iters_per_epoch
     warmup = o.warmup_epochs * iters_per_epoch
-    if o.scheduler not in ("multistep", "cosine"):
-        raise KeyError(f"unknown scheduler {o.scheduler!r}; valid: multistep, cosine")
+    if o.scheduler not in SCHEDULERS:
+        raise KeyError(f"unknown scheduler {o.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
 
     def factor(it: int) -> float:
         if it < warmup:
@@ -241,3 +256,190 @@ def build_scheduler(cfg: DictConfig, optimizer, iters_per_epoch: int):
         return o.gamma ** sum(epoch >= m for m in o.milestones)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+#: train.amp choices → autocast dtype (auto: fp16 on CUDA, off elsewhere)
+AMP_MODES = ("auto", "off", "fp16", "bf16")
+
+
+def amp_dtype(mode: str, device: torch.device):
+    if mode == "auto":
+        mode = "fp16" if device.type == "cuda" else "off"
+    if mode == "off":
+        return None
+    if mode == "bf16":
+        return torch.bfloat16
+    if mode == "fp16":
+        if device.type != "cuda":
+            raise ReidError("train.amp=fp16 needs CUDA; use bf16 or off on CPU")
+        return torch.float16
+    raise KeyError(f"unknown train.amp {mode!r}; valid: {', '.join(AMP_MODES)}")
+
+
+@dataclass
+class LoopSettings:
+    """What the epoch loop needs of the config (``train``, ``optim.grad_clip``, ``output``)."""
+
+    epochs: int
+    eval_every: int = 0
+    grad_clip: float = 0.0
+    channels_last: bool = False
+    max_iters: int = 0
+    log_every: int = 0
+    tensorboard: bool = False
+
+
+@dataclass
+class EvalSettings:
+    """How the trainer evaluates (``eval`` and the data's image size and workers)."""
+
+    image_size: tuple
+    metric: str = "cosine"
+    ap: str = "torchreid"
+    flip: bool = False
+    batch_size: int = 128
+    workers: int = 2
+    rerank: bool = False
+
+
+def loop_settings(cfg: DictConfig) -> LoopSettings:
+    t = cfg.train
+    return LoopSettings(
+        t.epochs,
+        cfg.eval.every,
+        cfg.optim.grad_clip,
+        t.channels_last,
+        t.max_iters_per_epoch,
+        t.log_every,
+        cfg.output.tensorboard,
+    )
+
+
+def eval_settings(cfg: DictConfig) -> EvalSettings:
+    e = cfg.eval
+    return EvalSettings(
+        tuple(cfg.data.image_size), e.metric, e.ap, e.flip, e.batch_size, cfg.data.workers, e.rerank
+    )
+
+
+def feature_pass(cfg: DictConfig) -> FeaturePass:
+    return FeaturePass(
+        tuple(cfg.data.image_size),
+        cfg.sampler.batch_size,
+        cfg.data.workers,
+        cfg.train.seed,
+        cfg.train.channels_last,
+    )
+
+
+def check_evaluation_set(dataset, root: str) -> None:
+    """Refuse, before training, a query/gallery that the final evaluation could not score."""
+    if not dataset.query or not dataset.gallery:
+        empty = "query" if not dataset.query else "gallery"
+        raise ReidError(f"data.root={root}: the {empty} set is empty; nothing to evaluate")
+    (qp, qc), (gp, gc) = arrays(dataset.query), arrays(dataset.gallery)
+    if count_valid_queries(qp, qc, gp, gc) == 0:
+        raise ReidError(
+            f"data.root={root}: no query has a positive in the gallery (same id, another camera)"
+        )
+
+
+@dataclass
+class Training:
+    """What one training run holds while it runs (built by ``build_training``)."""
+
+    cfg: DictConfig  # saved with every checkpoint; the loop reads ``loop`` and ``evaluation``
+    run_dir: Path
+    dataset: object
+    module: torch.nn.Module
+    losses: Losses
+    loader: object
+    sampler: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp_dtype: object
+    centers: CenterLifecycle
+    loop: LoopSettings
+    evaluation: EvalSettings
+    rank: int = 0
+    world_size: int = 1
+    history: list = field(default_factory=list)
+    best_map: float = -1.0
+    start_epoch: int = 1
+
+    @property
+    def core(self):
+        return self.module.module if hasattr(self.module, "module") else self.module
+
+
+def build_training(cfg: DictConfig, run_dir: Path, checkpoint: dict | None) -> Training:
+    """Everything before the first step, every check included (fails in seconds, not epochs)."""
+    device = local_device(cfg.train.device)
+    rank, world_size = init_distributed(device)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)  # same initial weights on every rank
+    dataset = load_dataset(cfg.data.root, cfg.data.kind)
+    check_evaluation_set(dataset, cfg.data.root)
+    if cfg.data.verify_images and rank == 0:
+        verify_images(dataset.train + dataset.query + dataset.gallery)
+    pids, camids = arrays(dataset.train)
+    num_classes = dataset.num_train_pids
+    sampler = build_sampler(cfg, pids, camids, rank, world_size)
+    loader = build_train_loader(cfg, dataset.train, sampler, device)
+    iters = min(len(loader), cfg.train.max_iters_per_epoch or len(loader))
+    if iters == 0:
+        raise ReidError(
+            f"sampler.batch_size={cfg.sampler.batch_size}: larger than the training set of "
+            f"{cfg.data.root} ({len(dataset.train)} images) allows; lower it"
+        )
+    module = build_training_module(cfg, num_classes).to(device)
+    if cfg.train.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    if cfg.model.init_from and checkpoint is None:
+        init_from_checkpoint(module, cfg)
+    optimizer = build_optimizer(cfg, module)
+    dtype = amp_dtype(cfg.train.amp, device)
+    run = Training(
+        cfg,
+        run_dir,
+        dataset,
+        module,
+        build_losses(cfg, num_classes),
+        loader,
+        sampler,
+        optimizer,
+        build_scheduler(cfg, optimizer, iters),
+        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        device,
+        dtype,
+        CenterLifecycle(module, dataset.train, center_settings(cfg), feature_pass(cfg), device),
+        loop_settings(cfg),
+        eval_settings(cfg),
+        rank,
+        world_size,
+    )
+    if checkpoint is not None:
+        restore(run, checkpoint)
+    else:
+        run.centers.start()
+    if world_size > 1:
+        torch.manual_seed(cfg.train.seed + rank)  # different augmentations per rank
+        run.module = torch.nn.parallel.DistributedDataParallel(
+            module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+    return run
+
+
+def restore(run: Training, checkpoint: dict) -> None:
+    """A resumed run's state from its ``last.pt``."""
+    run.module.load_state_dict(checkpoint["module"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scheduler.load_state_dict(checkpoint["scheduler"])
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    run.history, run.best_map = checkpoint["history"], checkpoint["best_map"]
+    run.start_epoch = checkpoint["epoch"] + 1
+    set_rng_state(checkpoint["rng"])
+    log.info("resumed %s at epoch %d", run.run_dir, run.start_epoch)

@@ -6,24 +6,15 @@ told apart by ``split`` (``query`` | ``gallery``); parquet stores features as a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..data.records import DatasetError
+from .feature_set import FeatureSet
 
-
-@dataclass
-class FeatureSet:
-    features: np.ndarray  # (N, D) float32
-    pids: np.ndarray
-    camids: np.ndarray
-    paths: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.pids)
+__all__ = ["FeatureSet", "save_features", "load_features"]
 
 
 def check_feature_suffix(path: str | Path) -> None:

@@ -7,9 +7,10 @@ import time
 import faiss
 import numpy as np
 
-from .features_io import FeatureSet
+from ..data.records import NO_CAMERA
+from .feature_set import FeatureSet, labels
 from .postprocess import average_query_expansion, l2_normalize
-from .rank import NO_CAMERA, RankResult, evaluate_blocks, evaluate_rank, resolve_device
+from .rank import RankResult, evaluate_blocks, evaluate_rank, resolve_device
 from .rerank import KReciprocalReranker
 
 
@@ -39,10 +40,7 @@ def evaluate_features(
             reranker,
             len(query),
             len(gallery),
-            query.pids,
-            gallery.pids,
-            query.camids,
-            gallery.camids,
+            *labels(query, gallery),
             ap=ap,
             chunk_size=chunk_size or 256,
         )
@@ -50,10 +48,7 @@ def evaluate_features(
         result = evaluate_rank(
             query_features,
             gallery.features,
-            query.pids,
-            gallery.pids,
-            query.camids,
-            gallery.camids,
+            *labels(query, gallery),
             metric=metric,
             ap=ap,
             device=resolve_device(device),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from .arcface import ArcFaceHead
 from .base import WEIGHT_MODES, ClassifierHead
-from .centers import CENTER_UPDATES, ClassCenters
+from .centers import INITS as CENTER_INITS
+from .centers import UPDATES as CENTER_UPDATES
+from .centers import CenterSettings, ClassCenters
 from .circle import CircleHead
 from .cosface import CosFaceHead
 from .normface import NormFaceHead
@@ -50,4 +52,6 @@ __all__ = [
     "ClassCenters",
     "WEIGHT_MODES",
     "CENTER_UPDATES",
+    "CENTER_INITS",
+    "CenterSettings",
 ] + [c.__name__ for c in HEADS.values()]

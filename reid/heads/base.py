@@ -1,8 +1,9 @@
 """Base of every classifier head: class weights that are either learned or IR-Softmax centers.
 
-With ``weights="centers"`` (IR-Softmax) the head holds a :class:`~.centers.ClassCenters` and uses
-its unit centers as the class weights, detached from the loss; everything about the centers
-(update rules, initialisation, diagnostics) lives in ``centers.py``. The training loop calls one
+With ``weights="centers"`` (IR-Softmax) the head holds a :class:`~.centers.ClassCenters` (built
+from its :class:`~.centers.CenterSettings`) and uses its unit centers as the class weights,
+detached from the loss; everything about the centers (settings, update rules, initialisation,
+diagnostics) lives in ``centers.py``. The training loop calls one
 hook per step, :meth:`ClassifierHead.on_train_step`, which updates the centers (and lets a head
 advance its own schedule, e.g. A-Softmax's β).
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .centers import ClassCenters, weight_mean_angles
+from .centers import CenterSettings, ClassCenters, weight_mean_angles
 
 WEIGHT_MODES = ("learned", "centers")
 
@@ -34,10 +35,7 @@ class ClassifierHead(nn.Module):
         in_features: int,
         num_classes: int,
         weights: str = "learned",
-        center_update: str = "authors",
-        center_momentum: float = 0.5,
-        center_lr: float = 0.5,
-        center_lambda: float = 1.0,
+        centers: CenterSettings | None = None,
     ):
         super().__init__()
         if weights not in WEIGHT_MODES:
@@ -48,9 +46,7 @@ class ClassifierHead(nn.Module):
             nn.init.normal_(self.weight, std=0.001)  # BoT: bias-free, N(0, 0.001)
             self.centers = None
         else:
-            self.centers = ClassCenters(
-                num_classes, in_features, center_update, center_momentum, center_lr, center_lambda
-            )
+            self.centers = ClassCenters(num_classes, in_features, centers)
 
     @property
     def uses_centers(self) -> bool:

@@ -3,18 +3,21 @@
 IR-Softmax (Zhu et al., ACCV 2020, arXiv 2011.11155; METHODS.md §3) replaces a head's class
 weights by unit class centers of the L2-normalised BNNeck features, ``c_k ≈ normalize(mean x̂)``.
 They are buffers: the classification loss gives them **no gradient** (features still get one).
-They move only through :meth:`ClassCenters.update`, once per training step:
+They move only through :meth:`ClassCenters.update`, once per training step, by one of the rules
+in ``UPDATES`` (a dict of small pure functions; a new rule is one function and its entry):
 
 * ``authors`` (default) — the authors' released code: ``c_k ← normalize(c_k + Σ_{i: y_i=k} x̂_i)``
   on the already-unit center, i.e. an effective momentum of 1/(1+n_k‖x̄_k‖) per step (≈0.2–0.3
   at K = 4 once features cluster);
-* ``ema`` — ``c_k ← normalize(μ·c_k + (1−μ)·mean_{batch, y=k} x̂)`` (μ = ``momentum``);
-* ``grad`` — the paper's center term ``λ·mean_i ‖c_{y_i} − x̂_i‖²`` with its own SGD step of rate
-  ``lr``: ``c_k ← normalize(c_k − lr · (2λ/B) Σ_{i: y_i=k} (c_k − x̂_i))``.
+* ``ema`` — ``c_k ← normalize(μ·c_k + (1−μ)·mean_{batch, y=k} x̂)`` (μ = ``centers.momentum``);
+* ``grad`` — the paper's center term ``λ·mean_i ‖c_{y_i} − x̂_i‖²`` with its own SGD step of
+  rate ``centers.lr`` (λ = ``centers.lam``):
+  ``c_k ← normalize(c_k − lr · (2λ/B) Σ_{i: y_i=k} (c_k − x̂_i))``.
 
-Initialisation: :meth:`init_from_features` sets every center to its class's normalised mean
-feature (the trainer computes those features with **train-mode** BatchNorm statistics, see
-``engine.centers``: an untrained BNNeck in eval mode is an identity and maps every image to the
+Every setting is declared once, in :class:`CenterSettings`, which is also the config's
+``centers:`` section. Initialisation: :meth:`ClassCenters.init_from_features` sets every center
+to its class's normalised mean feature (the trainer computes those features with **train-mode** BatchNorm statistics, see
+``engine.centers``, which also runs the centers' life in training: an untrained BNNeck in eval mode is an identity and maps every image to the
 same direction). A class not initialised that way takes its first batch mean (``seen``). Classes
 absent from a batch keep their center. Under ``torch.distributed`` per-class sums and counts are
 all-reduced first, so every rank holds the same centers.
@@ -22,12 +25,44 @@ all-reduced first, so every rank holds the same centers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-CENTER_UPDATES = ("authors", "ema", "grad")
+
+@dataclass
+class CenterSettings:
+    """IR-Softmax center settings: the config's ``centers:`` section (used with
+    ``head.weights=centers``), declared here once."""
+
+    update: str = "authors"  # a rule of UPDATES: authors | ema | grad
+    momentum: float = 0.5  # ema: weight of the old center per update
+    lr: float = 0.5  # grad: the center term's step size
+    lam: float = 1.0  # λ of the center term (grad, pull)
+    pull: float = 0.0  # loss weight of the center term's pull on the features (paper: unstated)
+    init: str = "features"  # features (train-mode BN pass over the train set) | batches
+    refresh: int = 0  # every N epochs re-initialise from a feature pass; 0 = off
+
+
+# Update rules: (centers c, per-class sums of unit features, counts, batch size, settings) of the
+# classes present in the batch (each already seen once) → the new centers before normalisation.
+def _authors(c, sums, counts, total, s: CenterSettings):
+    return c + sums
+
+
+def _ema(c, sums, counts, total, s: CenterSettings):
+    return s.momentum * c + (1 - s.momentum) * sums / counts[:, None]
+
+
+def _grad(c, sums, counts, total, s: CenterSettings):
+    return c - s.lr * ((2 * s.lam / total) * (counts[:, None] * c - sums))
+
+
+UPDATES = {"authors": _authors, "ema": _ema, "grad": _grad}
+INITS = ("features", "batches")
 
 
 def class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int):
@@ -42,24 +77,16 @@ def class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int):
 
 
 class ClassCenters(nn.Module):
-    """Unit class centers ``weight`` (C, D) with their update rule."""
+    """Unit class centers ``weight`` (C, D), moved by the rule ``settings.update``."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        dim: int,
-        update: str = "authors",
-        momentum: float = 0.5,
-        lr: float = 0.5,
-        lam: float = 1.0,
-    ):
+    def __init__(self, num_classes: int, dim: int, settings: CenterSettings | None = None):
         super().__init__()
-        if update not in CENTER_UPDATES:
+        settings = settings or CenterSettings()
+        if settings.update not in UPDATES:
             raise ValueError(
-                f"unknown head.center_update {update!r}; valid: {', '.join(CENTER_UPDATES)}"
+                f"unknown centers.update {settings.update!r}; valid: {', '.join(UPDATES)}"
             )
-        self.num_classes, self.update_rule = num_classes, update
-        self.momentum, self.lr, self.lam = momentum, lr, lam
+        self.num_classes, self.settings = num_classes, settings
         self.register_buffer("weight", F.normalize(torch.randn(num_classes, dim), dim=1))
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
 
@@ -75,16 +102,10 @@ class ClassCenters(nn.Module):
             present &= ~first
         if not bool(present.any()):
             return
-        c = self.weight[present]
-        if self.update_rule == "authors":
-            updated = c + sums[present]
-        elif self.update_rule == "ema":
-            updated = (
-                self.momentum * c + (1 - self.momentum) * sums[present] / counts[present, None]
-            )
-        else:
-            grad = (2 * self.lam / counts.sum()) * (counts[present, None] * c - sums[present])
-            updated = c - self.lr * grad
+        rule = UPDATES[self.settings.update]
+        updated = rule(
+            self.weight[present], sums[present], counts[present], counts.sum(), self.settings
+        )
         self.weight[present] = F.normalize(updated, dim=1)
 
     @torch.no_grad()
@@ -98,7 +119,7 @@ class ClassCenters(nn.Module):
     def pull(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``λ·mean ‖c_y − x̂‖²`` with the centers detached: the optional pull on the features."""
         unit = F.normalize(features.float(), dim=1)
-        return self.lam * (self.weight.detach()[labels] - unit).pow(2).sum(1).mean()
+        return self.settings.lam * (self.weight.detach()[labels] - unit).pow(2).sum(1).mean()
 
 
 @torch.no_grad()

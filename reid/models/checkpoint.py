@@ -43,9 +43,10 @@ def prefixed(state: dict, prefix: str) -> dict:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def build_embedding_model(model_cfg) -> ReIDModel:
-    """The (untrained) embedding network a checkpoint's ``model`` section describes."""
-    return ReIDModel(*(model_cfg[key] for key in ARCHITECTURE_KEYS))
+def build_embedding_model(model_cfg, pretrained: str | None = None) -> ReIDModel:
+    """The embedding network a ``model`` config section describes (of a checkpoint, or of a new
+    run with its ``pretrained`` start): the one model builder."""
+    return ReIDModel(*(model_cfg[key] for key in ARCHITECTURE_KEYS), pretrained)
 
 
 def load_embedding_state(model: ReIDModel, state: dict, source: str) -> None:

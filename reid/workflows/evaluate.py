@@ -9,7 +9,8 @@ import numpy as np
 
 from ..data import DatasetError, arrays, load_dataset
 from ..errors import ReidError
-from ..evaluation.features_io import FeatureSet, check_feature_suffix, load_features, save_features
+from ..evaluation.feature_set import FeatureSet, labels
+from ..evaluation.features_io import check_feature_suffix, load_features, save_features
 from ..evaluation.pipeline import evaluate_features, top_k
 from ..evaluation.plots import (
     hit_caption,
@@ -116,10 +117,7 @@ def run_evaluation(
     verification = verification_metrics(
         query.features,
         gallery.features,
-        query.pids,
-        gallery.pids,
-        query.camids,
-        gallery.camids,
+        *labels(query, gallery),
         metric=metric,
         device=device,
     )

@@ -23,9 +23,8 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from ..config import ConfigError, load_config
-from ..engine.checkpoint import load_checkpoint
-from ..engine.trainer import fit
 from ..outputs import OutputFolder
+from .train import train_to_end
 
 log = logging.getLogger(__name__)
 
@@ -149,18 +148,7 @@ def run_one(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> dict:
         metrics = train_torchreid(cfg, run_dir)
         result = _result_from_history([metrics], cfg, arm, rho, seed)
     else:
-        checkpoint = None
-        if (run_dir / "last.pt").is_file():
-            checkpoint = load_checkpoint(run_dir / "last.pt")
-        if checkpoint is not None and checkpoint["epoch"] >= cfg.train.epochs:
-            history = checkpoint["history"]
-        elif checkpoint is not None:
-            log.info("resuming %s from epoch %d", run_dir, checkpoint["epoch"])
-            fit(cfg, run_dir, resume=True, progress=False)
-            history = load_checkpoint(run_dir / "last.pt")["history"]
-        else:  # a run killed before its first epoch ended starts again
-            fit(cfg, run_dir, progress=False, replace=run_dir.is_dir())
-            history = load_checkpoint(run_dir / "last.pt")["history"]
+        history = train_to_end(cfg, run_dir)
         result = _result_from_history(history, cfg, arm, rho, seed)
     # wall time of this invocation; a run resumed after a kill also lost the time before it
     result["wall_s"] = round(time.perf_counter() - start, 1)

@@ -9,7 +9,7 @@ Run folders are never replaced silently:
 * without ``--output`` the config's ``output.dir`` is used, and if it already holds a run the next
   free name ``DIR-2``, ``DIR-3``, … is taken and said.
 
-Resume (``--resume RUN``) continues from ``RUN/last.pt`` with the run's own config. Only
+``train_to_end`` (the study tool's runs) uses the same checks. Resume (``--resume RUN``) continues from ``RUN/last.pt`` with the run's own config. Only
 ``RESUMABLE`` keys may be overridden: ``train.epochs`` (to extend a run, never to shorten it below
 the epochs done; the LR schedule is stretched to the new length), and bookkeeping that does not
 change what is learned. Any other override is refused by name.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ..config import ConfigError, config_from_dict, load_config
+from ..config import ConfigError, config_from_dict, load_config, to_dict
 from ..engine.checkpoint import load_checkpoint
 from ..engine.trainer import RUN_FILES, fit, run_outputs
 from ..errors import OutputError
@@ -60,32 +60,67 @@ def choose_run_dir(cfg, output: str | None, overwrite: bool) -> Path:
     return run_dir
 
 
-def resume_config(run_dir: Path, overrides: list[str]):
-    """The run's own config with the allowed overrides applied; refuses the others by name."""
-    checkpoint = load_checkpoint(run_dir / "last.pt")
-    data = checkpoint["config"]
-    for item in overrides:
-        key = item.split("=", 1)[0]
+def _refuse_changes(run_dir: Path, keys) -> None:
+    for key in keys:
         if key not in RESUMABLE:
             raise ConfigError(
                 f"--resume {run_dir}: {key} cannot change on resume (it changes what the run "
                 f"learns); may change: {', '.join(RESUMABLE)}. Start a new run instead"
             )
-    cfg = config_from_dict(
-        OmegaConf.to_container(OmegaConf.merge(data, OmegaConf.from_dotlist(overrides))),
-        f"--resume {run_dir}",
-    )
-    done = checkpoint["epoch"]
-    if cfg.train.epochs < done:
+
+
+def _check_epochs(run_dir: Path, epochs: int, done: int) -> None:
+    if epochs < done:
         raise ConfigError(
-            f"--resume {run_dir}: train.epochs={cfg.train.epochs} is below the {done} epochs already done"
+            f"--resume {run_dir}: train.epochs={epochs} is below the {done} epochs already done"
         )
-    if cfg.train.epochs == done:
+    if epochs == done:
         raise ConfigError(
             f"--resume {run_dir}: the run already finished its {done} epochs; "
             f"extend it with train.epochs=N (N > {done})"
         )
+
+
+def _flat(config) -> dict:
+    return {f"{s}.{k}": v for s, section in to_dict(config).items() for k, v in section.items()}
+
+
+def resume_config(run_dir: Path, overrides: list[str]):
+    """The run's own config with the allowed overrides applied; refuses the others by name."""
+    checkpoint = load_checkpoint(run_dir / "last.pt")
+    _refuse_changes(run_dir, [item.split("=", 1)[0] for item in overrides])
+    stored = config_from_dict(checkpoint["config"], f"--resume {run_dir}")
+    cfg = config_from_dict(
+        OmegaConf.to_container(OmegaConf.merge(stored, OmegaConf.from_dotlist(overrides))),
+        f"--resume {run_dir}",
+    )
+    _check_epochs(run_dir, cfg.train.epochs, checkpoint["epoch"])
     return cfg
+
+
+#: keys a resumed run never reads again (used before its first step only)
+START_ONLY = ("model.init_from",)
+
+
+def train_to_end(cfg, run_dir: Path, progress: bool = False) -> list[dict]:
+    """Bring the run in ``run_dir`` to the end of ``cfg``'s schedule and return its history: a
+    finished run as it is, a run killed mid-way resumed from ``last.pt`` (the same checks as
+    ``--resume``: its stored config may differ from ``cfg`` only in ``RESUMABLE`` keys), a run
+    killed before its first epoch ended started again (the study tool's runs)."""
+    if not (run_dir / "last.pt").is_file():
+        fit(cfg, run_dir, progress=progress, replace=run_dir.is_dir())
+        return load_checkpoint(run_dir / "last.pt")["history"]
+    checkpoint = load_checkpoint(run_dir / "last.pt")
+    stored = _flat(config_from_dict(checkpoint["config"], f"--resume {run_dir}"))
+    wanted = _flat(cfg)
+    _refuse_changes(
+        run_dir, [k for k in wanted if k not in START_ONLY and stored.get(k) != wanted[k]]
+    )
+    if checkpoint["epoch"] >= cfg.train.epochs:
+        return checkpoint["history"]
+    log.info("resuming %s from epoch %d", run_dir, checkpoint["epoch"])
+    fit(cfg, run_dir, resume=True, progress=progress)
+    return load_checkpoint(run_dir / "last.pt")["history"]
 
 
 def train(

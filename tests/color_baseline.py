@@ -1,4 +1,4 @@
-"""Difficulty check for generated data: nearest neighbour on colour histograms.
+"""Difficulty check for generated data (a test helper): nearest neighbour on colour histograms.
 
 Each image is cropped to its central half in width (where the person stands, dropping most of
 the per-camera background) and becomes the concatenated 8×8×8 RGB histograms of its upper and
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.images import read_image
-from ..data.market1501 import load_market_format
-from ..data.records import arrays
-from .rank import evaluate_rank
+from reid.data.images import read_image
+from reid.data.market1501 import load_market_format
+from reid.data.records import arrays
+from reid.evaluation.rank import evaluate_rank
 
 
 def colour_histogram(path: str, bins: int = 8) -> np.ndarray:

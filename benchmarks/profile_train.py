@@ -125,7 +125,27 @@ def compiled_loop(data: str, iters: int) -> dict:
     return {"compile_s": round(compile_s, 1), **loop(cfg, dataset, sampler, loader, module, iters)}
 
 
-def pair(data: str, iters: int, workers: int) -> dict:
+def cached(data: str, iters: int, repeats: int = 2) -> dict:
+    """``data.cache=memory`` (decoded images, batched augmentations, no loader workers) against
+    the image path with 2 workers, interleaved ``repeats`` times in this process (the box is
+    noisy: a ratio of neighbours, not of runs minutes apart)."""
+    rows = {"files_2_workers": [], "cache": []}
+    decode_s = None
+    for _ in range(repeats):
+        cfg, dataset, sampler, loader, module = setup(data, "learned", 2)
+        rows["files_2_workers"].append(
+            loop(cfg, dataset, sampler, loader, module, iters)["images_per_s"]
+        )
+        start = time.perf_counter()
+        cfg, dataset, sampler, loader, module = setup(data, "learned", 2, ["data.cache=memory"])
+        decode_s = round(time.perf_counter() - start, 1)
+        rows["cache"].append(loop(cfg, dataset, sampler, loader, module, iters)["images_per_s"])
+    ratio = sum(rows["cache"]) / sum(rows["files_2_workers"])
+    return {**rows, "decode_and_build_s": decode_s, "images": len(dataset.train),
+            "ratio_cache_over_files": round(ratio, 3)}  # fmt: skip
+
+
+def pair(data: str, iters: int, workers: int, extra=()) -> dict:
     """Two runs side by side, one intra-op thread each: their summed img/s (the study's
     runs-per-hour if it ran two runs at once)."""
     import subprocess
@@ -133,15 +153,15 @@ def pair(data: str, iters: int, workers: int) -> dict:
     code = (
         "import sys, torch; sys.path.insert(0, %r); torch.set_num_threads(1);"
         "from benchmarks.profile_train import setup, loop;"
-        "print(loop(*setup(%r, 'learned', %d)[:4], setup(%r, 'learned', %d)[4], %d)['images_per_s'])"
+        "s = setup(%r, 'learned', %d, %r); print(loop(*s[:5], %d)['images_per_s'])"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", code % (str(REPO), data, workers, data, workers, iters)],
+        subprocess.Popen([sys.executable, "-c", code % (str(REPO), data, workers, list(extra), iters)],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
         for _ in range(2)
     ]  # fmt: skip
     rates = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-    return {"threads_each": 1, "workers_each": workers, "each": rates,
+    return {"threads_each": 1, "workers_each": workers, "overrides": list(extra), "each": rates,
             "images_per_s": round(sum(rates), 1)}  # fmt: skip
 
 
@@ -150,13 +170,25 @@ def main() -> None:
     parser.add_argument("--data", default="datasets/market_lt50")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/profile_train.json"))
     parser.add_argument("--iters", type=int, default=30)
-    parser.add_argument("--candidates", nargs="*", default=["pair", "compile"])
+    parser.add_argument(
+        "--candidates", nargs="*", default=["pair", "compile", "cache", "cache_pair"]
+    )
+    parser.add_argument("--only", action="store_true", help="the candidates alone, no stages")
     args = parser.parse_args()
     cores = os.cpu_count() or 2
     report = {"cpu": platform.processor() or platform.machine(), "cores": cores,
               "torch": torch.__version__, "recipe": "configs/study/base_mnv2.yaml, channels_last",
               "iters": args.iters, "command": " ".join(["python", *sys.argv])}  # fmt: skip
     torch.set_num_threads(cores)
+    if not args.only:
+        stages(args, report, cores)
+    torch.set_num_threads(cores)
+    candidates(args, report)
+    write_json(args.out, report, indent=2)
+    print(f"written: {args.out}")
+
+
+def stages(args, report: dict, cores: int) -> None:
     cfg, dataset, sampler, loader, module = setup(args.data, "learned", 2)
     report["data_2_workers"] = data_only(loader, args.iters)
     report["model_learned"] = model_only(cfg, dataset, loader, module, args.iters // 2)
@@ -172,15 +204,21 @@ def main() -> None:
         print(row, flush=True)
         layouts.append(row)
     report["loop_layouts"] = layouts
-    torch.set_num_threads(cores)
+
+
+def candidates(args, report: dict) -> None:
     if "pair" in args.candidates:
         report["pair_side_by_side"] = pair(args.data, args.iters, 0)
         print(report["pair_side_by_side"], flush=True)
+    if "cache" in args.candidates:
+        report["cache"] = cached(args.data, args.iters)
+        print(report["cache"], flush=True)
+    if "cache_pair" in args.candidates:
+        report["pair_side_by_side_cache"] = pair(args.data, args.iters, 0, ["data.cache=memory"])
+        print(report["pair_side_by_side_cache"], flush=True)
     if "compile" in args.candidates:
         report["compiled"] = compiled_loop(args.data, args.iters)
         print(report["compiled"], flush=True)
-    write_json(args.out, report, indent=2)
-    print(f"written: {args.out}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ class DataConfig:
     random_erasing: float = 0.5
     color_jitter: float = 0.0
     verify_images: bool = False
+    # memory: decode the training set once, augment whole batches in the training process
+    # (reid/data/cache.py); off: per-image PIL transforms in loader workers
+    cache: str = "off"
+    cache_gib: float = 2.0  # the most decoded training images may take; beyond it: off
 
 
 @dataclass
@@ -150,6 +154,7 @@ class ConfigError(ReidError):
 #: choice fields and their valid values, taken from the registries that use them
 CHOICES = {
     "data.kind": ("auto", *LOADERS),
+    "data.cache": ("off", "memory"),
     "model.pooling": tuple(POOLINGS),
     "head.name": tuple(HEADS),
     "head.weights": WEIGHT_MODES,
@@ -173,6 +178,7 @@ RANGES = {
     "data.pad": (0, 256, False, False),
     "data.random_erasing": (0, 1, False, False),  # a probability
     "data.color_jitter": (0, 1, False, False),
+    "data.cache_gib": (0, 4096, True, False),
     "model.last_stride": (1, 2, False, False),
     "model.embedding_dim": (0, 65536, False, False),  # 0: the backbone's own width
     "head.scale": (0, 1000, True, False),

@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import arrays, load_dataset, verify_images
+from ..data.cache import CachedLoader, ShuffledBatches, decoded_bytes
 from ..data.dataset import ImageDataset
 from ..data.samplers import SAMPLERS
 from ..data.transforms import build_transforms
@@ -192,20 +193,42 @@ def build_sampler(cfg: DictConfig, pids, camids, rank: int, world_size: int):
     )
 
 
-def build_train_loader(cfg: DictConfig, records, sampler, device: torch.device) -> DataLoader:
-    """The training DataLoader: the identity sampler's batches, or shuffled fixed-size batches."""
+def build_train_loader(cfg: DictConfig, records, sampler, device: torch.device):
+    """The training batches: the identity sampler's, or shuffled fixed-size ones; from decoded
+    images in memory (``data.cache=memory``, when it applies) or a DataLoader over the files."""
+    d = cfg.data
+    if d.cache == "memory":
+        size = decoded_bytes(len(records), d.image_size)
+        if d.color_jitter:
+            log.info("data.cache=memory has no batched colour jitter: reading images from files")
+        elif size > d.cache_gib * 2**30:
+            log.info(
+                "data.cache=memory: the decoded training set needs %.1f GiB > data.cache_gib=%g; "
+                "reading images from files",
+                size / 2**30,
+                d.cache_gib,
+            )
+        else:
+            batches = sampler or ShuffledBatches(
+                len(records), cfg.sampler.batch_size, cfg.train.seed
+            )
+            return CachedLoader(
+                records,
+                d.image_size,
+                batches,
+                flip=d.flip,
+                pad=d.pad,
+                random_erasing=d.random_erasing,
+                seed=cfg.train.seed,
+                threads=max(1, d.workers),
+            )
     dataset = ImageDataset(
         records,
         build_transforms(
-            tuple(cfg.data.image_size),
-            True,
-            cfg.data.flip,
-            cfg.data.pad,
-            cfg.data.random_erasing,
-            cfg.data.color_jitter,
+            tuple(d.image_size), True, d.flip, d.pad, d.random_erasing, d.color_jitter
         ),
     )
-    kwargs = {"num_workers": cfg.data.workers, "pin_memory": device.type == "cuda"}
+    kwargs = {"num_workers": d.workers, "pin_memory": device.type == "cuda"}
     if sampler is None:
         return DataLoader(
             dataset, batch_size=cfg.sampler.batch_size, shuffle=True, drop_last=True, **kwargs

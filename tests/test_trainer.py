@@ -261,3 +261,21 @@ def test_study_runs_resume_only_with_their_own_config(synthetic_root, tmp_path, 
     assert calls == [] and [h["epoch"] for h in history] == [1]  # finished: nothing trains
     train_module.train_to_end(tiny(synthetic_root, "train.max_iters_per_epoch=2"), run)
     assert len(calls) == 1 and calls[0]["resume"] is True  # epoch 1 of 2 done: it resumes
+
+
+def test_a_stop_right_after_a_checkpoint_names_that_checkpoint(
+    synthetic_root, tmp_path, monkeypatch
+):
+    """Ctrl-C between epoch 1's last.pt and epoch 2's start (a race the Ctrl-C fault test can
+    hit on a loaded machine): the message names last.pt (epoch 1), from what was saved."""
+    from reid.engine import trainer as trainer_module
+
+    def interrupted(epoch, stats):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module, "_log_epoch", interrupted)
+    with pytest.raises(
+        trainer_module.TrainingInterrupted, match=r"last.pt \(epoch 1\) is the last"
+    ):
+        fit(tiny(synthetic_root, "train.max_iters_per_epoch=2"), tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run")["epoch"] == 1

@@ -391,6 +391,7 @@ class Training:
     history: list = field(default_factory=list)
     best_map: float = -1.0
     start_epoch: int = 1
+    saved_epoch: int = 0  # the last epoch written to last.pt
 
     @property
     def core(self):
@@ -464,5 +465,6 @@ def restore(run: Training, checkpoint: dict) -> None:
     run.scaler.load_state_dict(checkpoint["scaler"])
     run.history, run.best_map = checkpoint["history"], checkpoint["best_map"]
     run.start_epoch = checkpoint["epoch"] + 1
+    run.saved_epoch = checkpoint["epoch"]
     set_rng_state(checkpoint["rng"])
     log.info("resumed %s at epoch %d", run.run_dir, run.start_epoch)

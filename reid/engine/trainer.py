@@ -49,11 +49,13 @@ class TrainingInterrupted(ReidError):
     exit_code = 130
 
 
-def last_good_state(run_dir: Path, epoch: int) -> str:
-    """Where a stopped run can continue from, in words."""
-    if (run_dir / "last.pt").is_file() and epoch > 1:
+def last_good_state(run_dir: Path, saved_epoch: int) -> str:
+    """Where a stopped run can continue from, in words (``saved_epoch``: the last epoch written
+    to ``last.pt``, 0 for none). Read from what was saved, not from the epoch counter: a stop
+    can land between an epoch's checkpoint and the next epoch's start."""
+    if (run_dir / "last.pt").is_file() and saved_epoch > 0:
         return (
-            f"{run_dir / 'last.pt'} (epoch {epoch - 1}) is the last good state; "
+            f"{run_dir / 'last.pt'} (epoch {saved_epoch}) is the last good state; "
             f"continue with --resume {run_dir}"
         )
     return "no checkpoint was written (it stopped in the first epoch)"
@@ -167,6 +169,8 @@ RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.yaml", "summary.csv"
 
 def _save(run: Training, epoch: int, name: str) -> None:
     run_outputs(run.run_dir).write(name, lambda tmp: torch.save(_state(run, epoch), tmp))
+    if name == "last.pt":
+        run.saved_epoch = epoch
 
 
 def _state(run: Training, epoch: int) -> dict:
@@ -285,7 +289,6 @@ def _fit(
                 except BaseException:  # keep the epoch just trained, then report the failure
                     run.history.append(record)
                     _save(run, epoch, "last.pt")
-                    epoch += 1  # the epoch just trained is the last good state
                     raise
             if main:
                 _record_epoch(run, record, outputs, writer)
@@ -294,7 +297,7 @@ def _fit(
                     run.centers.warn_if_lagging(stats)
     except KeyboardInterrupt:
         raise TrainingInterrupted(
-            f"interrupted in epoch {epoch}: {last_good_state(run_dir, epoch)}"
+            f"interrupted in epoch {epoch}: {last_good_state(run_dir, run.saved_epoch)}"
         ) from None
     finally:
         if writer is not None:
@@ -333,7 +336,9 @@ def _train_epoch(run: Training, epoch: int, progress: bool) -> dict:
             log_every=loop.log_every,
         )
     except NonFiniteLossError as exc:
-        raise NonFiniteLossError(f"{exc}; stopped, {last_good_state(run.run_dir, epoch)}") from None
+        raise NonFiniteLossError(
+            f"{exc}; stopped, {last_good_state(run.run_dir, run.saved_epoch)}"
+        ) from None
     if run.world_size > 1:  # BN running statistics drift per rank after the last forward
         for buffer in run.core.buffers():
             torch.distributed.broadcast(buffer, 0)

@@ -1,25 +1,35 @@
-"""Gallery-index benchmark: Flat vs IVF-Flat vs IVF-PQ vs HNSW on ≥100k synthetic features.
+"""Gallery-index benchmark: the FAISS store and the Milvus store on the same vectors.
 
-For 512-d and 2048-d unit vectors with identity structure (clusters of ~10 images, like a
-re-ID gallery), reports build time (train + add), index size on disk, queries/s (1,000 queries,
-one batch, all threads) and recall@1/10 against exact search. Each index is saved and loaded
-through ``GalleryIndex`` like a user's export.
+For unit vectors with identity structure (clusters of ~10 images, like a re-ID gallery), each
+index type of each backend is built through ``GalleryIndex`` like a user's export (FAISS:
+Flat, IVF-Flat, IVF-PQ, HNSW; Milvus: FLAT, IVF_FLAT, HNSW on a real Milvus standalone server
+started here, or ``--uri`` for one of yours) and reports: build/insert rate (vectors/s, train
+and add, or insert and index build), queries/s for one batch of ``--queries`` queries and for
+``--single`` queries sent one at a time, recall@1/10 against exact search, and memory (FAISS:
+the index file, which is what the process holds; Milvus: the server's resident memory
+growth, measured on its process tree).
 
-    python benchmarks/bench_index.py            # writes benchmarks/results/index.json
+    python benchmarks/bench_index.py                       # FAISS, 100k x 512 and 2048
+    python benchmarks/bench_index.py --backends faiss milvus --sizes 100000 300000 --dims 512 \\
+        --out benchmarks/results/index_milvus.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import tempfile
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
+import psutil
 
 from reid.index import GalleryIndex
+from reid.index.faiss_store import VERSION as FAISS_VERSION
+from reid.index.faiss_store import exact_top_k
+from reid.index.store import StoreOptions
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -32,75 +42,159 @@ def clustered(n, dim, seed=0, per_cluster=10, spread=0.9):
     return x / np.linalg.norm(x, axis=1, keepdims=True), centers, labels
 
 
-def factories(dim: int) -> dict[str, str]:
+def faiss_types(dim: int) -> dict[str, StoreOptions]:
     return {
-        "Flat": "Flat",
-        "IVF-Flat": "IVF1024,Flat",
-        "IVF-PQ": f"IVF1024,PQ{dim // 16}",
-        "HNSW": "HNSW32",
+        "Flat": StoreOptions(factory="Flat"),
+        "IVF-Flat": StoreOptions(factory="IVF1024,Flat"),
+        "IVF-PQ": StoreOptions(factory=f"IVF1024,PQ{dim // 16}"),
+        "HNSW": StoreOptions(factory="HNSW32"),
     }
+
+
+def milvus_types(uri: str, tag: str) -> dict[str, StoreOptions]:
+    def make(kind, params):
+        return StoreOptions(backend="milvus", uri=uri, collection=f"bench_{tag}_{kind.lower()}",
+                            index_type=kind, params=params)  # fmt: skip
+
+    return {
+        "FLAT": make("FLAT", {}),
+        "IVF_FLAT": make("IVF_FLAT", {"nlist": 1024}),
+        "HNSW": make("HNSW", {"M": 32, "efConstruction": 200}),
+    }
+
+
+def tree_rss(pid: int | None) -> int:
+    if pid is None:
+        return 0
+    try:
+        root = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+    except psutil.Error:
+        return 0
+
+
+def measure(backend, name, options, gallery, unit, truth, args, server_pid, tmp):
+    out = Path(tmp) / f"{backend}-{name}"
+    paths = [f"/g/{i}.jpg" for i in range(len(gallery))]
+    rss_before = tree_rss(server_pid)
+    start = time.perf_counter()
+    index = GalleryIndex.build(gallery, paths, options=options, directory=out)
+    index.save(out)
+    build_s = time.perf_counter() - start
+    index = GalleryIndex.load(out, verify=False)
+    if backend == "faiss":
+        memory = sum(p.stat().st_size for p in out.glob("index.*.faiss"))
+    else:
+        memory = tree_rss(server_pid) - rss_before
+    search = dict(
+        nprobe=args.nprobe if "IVF" in name else None, ef=args.ef if "HNSW" in name else None
+    )
+    index.store.search(unit[:8], 10, None, **search)  # warm
+    start = time.perf_counter()
+    _, found = index.store.search(unit, 10, None, **search)
+    batch_s = time.perf_counter() - start
+    single = unit[: args.single]
+    start = time.perf_counter()
+    for q in single:
+        index.store.search(q[None], 10, None, **search)
+    single_s = time.perf_counter() - start
+    row = {
+        "backend": backend,
+        "index": name,
+        "describe": options.describe(),
+        "n": len(gallery),
+        "dim": gallery.shape[1],
+        "build_s": round(build_s, 2),
+        "build_vectors_per_s": round(len(gallery) / build_s),
+        "memory_mb": round(memory / 2**20, 1),
+        "qps_batch": round(len(unit) / batch_s),
+        "qps_single": round(len(single) / single_s, 1),
+        "recall@1": float(np.mean(found[:, 0] == truth[:, 0])),
+        "recall@10": float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])),
+    }
+    if backend == "milvus":  # leave the server as found
+        from pymilvus import MilvusClient, utility
+
+        utility.drop_alias(options.collection, using=index.store._using)
+        MilvusClient(uri=options.uri).drop_collection(index.store.physical)
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--backends", nargs="+", default=["faiss"], choices=["faiss", "milvus"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     parser.add_argument("--dims", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--single", type=int, default=200, help="queries sent one at a time")
     parser.add_argument("--nprobe", type=int, default=16)
-    parser.add_argument("--ef-search", type=int, default=64)
+    parser.add_argument("--ef", type=int, default=64)
+    parser.add_argument("--uri", help="an existing Milvus server (default: start one here)")
+    parser.add_argument("--out", default=str(RESULTS / "index.json"))
     args = parser.parse_args()
+    server, server_pid, uri = None, None, args.uri
     rows = []
-    for dim in args.dims:
-        gallery, centers, _ = clustered(args.n, dim)
-        rng = np.random.default_rng(1)
-        picked = rng.integers(0, len(centers) - 1, args.queries)
-        queries = centers[picked] + 0.9 * rng.standard_normal((args.queries, dim), dtype=np.float32)
-        exact = faiss.IndexFlatIP(dim)
-        exact.add(gallery)
-        _, truth = exact.search(queries / np.linalg.norm(queries, axis=1, keepdims=True), 10)
-        paths = [f"g{i}.jpg" for i in range(args.n)]
-        for name, factory in factories(dim).items():
-            start = time.perf_counter()
-            index = GalleryIndex.build(gallery, paths, factory=factory)
-            build_s = time.perf_counter() - start
-            with tempfile.TemporaryDirectory() as tmp:
-                index.save(Path(tmp) / "idx")
-                size = (Path(tmp) / "idx/index.faiss").stat().st_size
-                index = GalleryIndex.load(Path(tmp) / "idx", verify=False)
-            if "IVF" in factory:
-                faiss.extract_index_ivf(index.index).nprobe = args.nprobe
-            if "HNSW" in factory:
-                index.index.hnsw.efSearch = args.ef_search
-            unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-            start = time.perf_counter()
-            _, found = index.index.search(unit, 10)
-            search_s = time.perf_counter() - start
-            row = {
-                "dim": dim,
-                "index": name,
-                "factory": factory,
-                "n": args.n,
-                "build_s": round(build_s, 2),
-                "size_mb": round(size / 2**20, 1),
-                "qps": round(args.queries / search_s),
-                "recall@1": float(np.mean(found[:, 0] == truth[:, 0])),
-                "recall@10": float(
-                    np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
-                ),
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    RESULTS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if "milvus" in args.backends and uri is None:
+            from milvus import MilvusServer
+
+            server = MilvusServer()
+            server.set_base_dir(str(Path(tmp) / "milvus"))
+            server.start()
+            uri = f"http://127.0.0.1:{server.listen_port}"
+            server_pid = server.server_proc.pid
+        try:
+            for n in args.sizes:
+                for dim in args.dims:
+                    gallery, centers, _ = clustered(n, dim)
+                    rng = np.random.default_rng(1)
+                    picked = rng.integers(0, len(centers) - 1, args.queries)
+                    queries = centers[picked] + 0.9 * rng.standard_normal(
+                        (args.queries, dim), dtype=np.float32
+                    )
+                    unit = np.ascontiguousarray(
+                        queries / np.linalg.norm(queries, axis=1, keepdims=True)
+                    )
+                    truth = exact_top_k(gallery, unit, 10)
+                    kinds = []
+                    if "faiss" in args.backends:
+                        kinds += [("faiss", k, o) for k, o in faiss_types(dim).items()]
+                    if "milvus" in args.backends:
+                        kinds += [
+                            ("milvus", k, o) for k, o in milvus_types(uri, f"{n}_{dim}").items()
+                        ]
+                    for backend, name, options in kinds:
+                        row = measure(
+                            backend, name, options, gallery, unit, truth, args, server_pid, tmp
+                        )
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
+        finally:
+            if server is not None:
+                server.stop()
     meta = {
-        "threads": faiss.omp_get_max_threads(),
-        "faiss": faiss.__version__,
+        "command": "python benchmarks/bench_index.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items()
+            if v is not None and k != "out"
+        ),
+        "machine": f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores",
+        "faiss": FAISS_VERSION,
         "nprobe": args.nprobe,
-        "efSearch": args.ef_search,
+        "ef": args.ef,
         "queries": args.queries,
+        "single": args.single,
     }
-    (RESULTS / "index.json").write_text(json.dumps({"settings": meta, "rows": rows}, indent=2))
+    if "milvus" in args.backends:
+        from importlib.metadata import version
+
+        meta["milvus_server"] = version("milvus") if server is not None else "external"
+        meta["pymilvus"] = version("pymilvus")
+    Path(args.out).parent.mkdir(exist_ok=True)
+    Path(args.out).write_text(json.dumps({"settings": meta, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

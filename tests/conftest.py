@@ -74,3 +74,18 @@ def tiny_checkpoint(synthetic_root, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run")
     fit(load_config(None, [f"data.root={synthetic_root}", *TINY_TRAIN]), run, progress=False)
     return run / "last.pt"
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory):
+    """A real Milvus standalone server (the ``milvus`` wheel) for the session, its data in a
+    temporary folder, stopped at the end. Ports are picked free by the server's launcher."""
+    from milvus import MilvusServer
+
+    server = MilvusServer()
+    server.set_base_dir(str(tmp_path_factory.mktemp("milvus")))
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.listen_port}"
+    finally:
+        server.stop()

@@ -250,7 +250,7 @@ def test_a_plain_install_runs_without_the_optional_packages():
     ``pip install reid``); the settings that need them say which extra to install."""
     code = """
 import sys, pkgutil, importlib
-for name in ("torchreid", "tensorboard", "cv2", "gdown"):
+for name in ("torchreid", "tensorboard", "cv2", "gdown", "pymilvus", "milvus"):
     sys.modules[name] = None  # import fails, as when not installed
 import reid
 for module in pkgutil.walk_packages(reid.__path__, "reid."):

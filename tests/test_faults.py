@@ -85,7 +85,7 @@ def test_export_index_into_a_run_folder_keeps_the_run(tiny_checkpoint, synthetic
         export_index(str(run / "last.pt"), str(synthetic_root), str(run))
     after = snapshot(run)
     assert {k: v for k, v in after.items() if k in before} == before
-    assert GalleryIndex.load(run).index.ntotal > 0
+    assert GalleryIndex.load(run).count > 0
 
 
 def test_export_index_refuses_its_own_gallery(tiny_checkpoint, synthetic_root, tmp_path):
@@ -127,7 +127,7 @@ def test_export_index_replaces_an_index_and_cleans_killed_exports(
     look_alike.write_bytes(b"mine too")
     old_files = set(json.loads((out / "manifest.json").read_text())["files"])
     info = export_index(str(tiny_checkpoint), str(synthetic_root), str(out))
-    assert info["count"] == GalleryIndex.load(out).index.ntotal
+    assert info["count"] == GalleryIndex.load(out).count
     names = {p.name for p in out.iterdir()}
     assert not orphan.exists() and not any(f".~reid.{dead}." in n for n in names)
     assert (
@@ -756,7 +756,7 @@ def test_append_skips_images_already_in_the_index(tiny_checkpoint, synthetic_roo
     photos = tmp_path / "photos"
     shutil.copytree(synthetic_root / "query", photos)
     export_index(str(tiny_checkpoint), str(photos), str(tmp_path / "idx"))
-    count = GalleryIndex.load(tmp_path / "idx").index.ntotal
+    count = GalleryIndex.load(tmp_path / "idx").count
     with pytest.raises(ReidError, match="already in the index"):
         export_index(str(tiny_checkpoint), str(photos), str(tmp_path / "idx"), append=True)
     extra = sorted((synthetic_root / "bounding_box_test").glob("0*.jpg"))[-3:]

@@ -139,7 +139,7 @@ def test_crash_mid_write_keeps_the_previous_index(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         bigger.save(tmp_path / "fresh")
     monkeypatch.undo()
-    assert GalleryIndex.load(tmp_path / "idx").index.ntotal == 50
+    assert GalleryIndex.load(tmp_path / "idx").count == 50
     assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == before  # nothing half-written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]  # no empty new folder
 
@@ -258,3 +258,20 @@ def test_faiss_sees_the_gpus_torch_sees():
     import torch
 
     assert faiss.get_num_gpus() == torch.cuda.device_count()
+
+
+def test_journals_are_found_under_the_names_they_are_written_with(tmp_path):
+    """A killed save's journal is found by the same rule that names it (a hand-written name in
+    a test once hid that the real name did not match)."""
+    from reid import atomic
+    from reid.index import milvus_store
+    from reid.index.gallery import _PENDING, MANIFEST, journal_pattern
+
+    save_journal = atomic.temp_path(tmp_path / MANIFEST, _PENDING)
+    save_journal.write_text("{}")
+    assert list(tmp_path.glob(journal_pattern())) == [save_journal]
+    store_journal = atomic.temp_path(tmp_path / MANIFEST, milvus_store.JOURNAL)
+    store_journal.write_text("{}")
+    assert [p for p, _ in milvus_store.MilvusStore.dead_journals(tmp_path)] == []  # we are alive
+    assert milvus_store.MilvusStore.live_journal(tmp_path) is False  # our own: not another's
+    assert store_journal.name.endswith(milvus_store.JOURNAL + ".json")

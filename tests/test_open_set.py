@@ -89,7 +89,7 @@ def test_removed_vectors_are_never_returned_again(
     done = remove_from_index(str(out), [victim], str(listed))
     after = GalleryIndex.load(out)
     assert done["removed"] == len(victim_paths) + 1 == len(before.metadata) - len(after.metadata)
-    assert after.index.ntotal == len(after.metadata) and list(after.metadata["row"]) == list(
+    assert after.count == len(after.metadata) and list(after.metadata["row"]) == list(
         range(len(after.metadata))
     )
     gone = victim_paths | {other}

@@ -28,7 +28,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="recall vs exact search (needs --keep-features)",
     )
-    parser.add_argument("--nprobe", type=Int(1, 1 << 20), default=None, help="IVF lists visited")
+    parser.add_argument(
+        "--nprobe", type=Int(1, 1 << 20), default=None, help="IVF lists visited (IVF indexes)"
+    )
+    parser.add_argument(
+        "--ef", type=Int(1, 1 << 20), default=None, help="HNSW search breadth (HNSW indexes)"
+    )
     point = parser.add_mutually_exclusive_group()
     point.add_argument(
         "--far",
@@ -61,6 +66,7 @@ def main(args: argparse.Namespace) -> None:
         args.far,
         args.threshold,
         args.no_threshold,
+        args.ef,
     )
     print(result["table"].to_string(index=False, formatters={"score": "{:.4f}".format}))
     if "threshold" in result:

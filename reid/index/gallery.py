@@ -1,11 +1,13 @@
-"""A persistent, searchable gallery: FAISS index + metadata table + manifest, in one directory.
+"""A persistent, searchable gallery: a vector store (``store.py``: FAISS file or Milvus
+collection) + metadata table + manifest, in one directory.
 
 Layout of ``INDEX_DIR`` (``GEN`` is a fresh generation tag at every save)::
 
-    manifest.json          format version, dim, metric and normalisation, factory,
-                           preprocessing, model hash, library versions, counts, the data files
-                           of each role and the SHA-256 of each, creation time
-    index.GEN.faiss        the FAISS index (factory string: Flat, IVF…,Flat, IVF…,PQ…, HNSW…)
+    manifest.json          format version, dim, metric and normalisation, factory, the store
+                           (backend; for Milvus: URI without credentials, collection, index type,
+                           ids checksum), preprocessing, model hash, library versions, counts,
+                           the data files of each role and the SHA-256 of each, creation time
+    index.GEN.faiss        FAISS only: the index (factory string: Flat, IVF…,Flat, IVF…,PQ…, HNSW…)
     metadata.GEN.parquet   one row per vector: row, path, pid, camid (-1 where unknown)
     features.GEN.npy       optional (--keep-features): exact vectors, for recall reports and
                            append into approximate indexes
@@ -22,42 +24,43 @@ load.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import re
 import secrets
 import time
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pandas as pd
 import torch
 
 from .. import atomic
-from ..errors import OutputError, ReidError
+from ..errors import OutputError
 from ..evaluation.postprocess import l2_normalize
 from ..outputs import sha256
+from . import faiss_store
+from .faiss_store import FaissStore
+from .store import IndexFormatError, NotEqual, StoreError, StoreOptions, VectorStore
 
 FORMAT_VERSION = 2  # 1: fixed file names (still read); 2: generation-named data files
 READABLE_VERSIONS = (1, 2)
 #: each role's file: ``ROLE.GEN.SUFFIX`` in format 2, ``ROLE.SUFFIX`` in format 1
 SUFFIXES = {"index": ".faiss", "metadata": ".parquet", "features": ".npy"}
 MANIFEST = "manifest.json"
-_PENDING = ".pending.json"
+_PENDING = ".pending"  # journal files: .~reid.PID.XXXXXX.pending.json
 
 
-class IndexFormatError(ReidError):
-    """A missing, corrupt or mismatched index directory; the message names the file."""
-
-
-def _versions() -> dict:
-    return {
+def _versions(backend: str = "faiss") -> dict:
+    versions = {
         "reid": package_version("reid"),
-        "faiss": faiss.__version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
     }
+    versions["faiss"] = faiss_store.VERSION  # FAISS also serves recall reports for every backend
+    if backend == "milvus":
+        versions["pymilvus"] = package_version("pymilvus")
+    return versions
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -65,48 +68,6 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     if x.ndim != 2 or not np.isfinite(x).all():
         raise IndexFormatError(f"features must be a finite 2-D array, got shape {x.shape}")
     return l2_normalize(x)
-
-
-def parse_factory(factory: str, dim: int | None = None, count: int | None = None) -> None:
-    """Check a FAISS factory string before any work: it parses (for ``dim`` when known), and an
-    IVF index has no more lists than the gallery has vectors to train them (``count``)."""
-    if not isinstance(factory, str) or not factory.strip():
-        raise IndexFormatError(
-            "--index: empty FAISS factory string (e.g. Flat, IVF256,Flat, HNSW32)"
-        )
-    if dim is not None:
-        try:
-            faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as exc:
-            raise IndexFormatError(
-                f"--index {factory!r}: not a FAISS factory string for {dim}-d vectors "
-                f"({str(exc).strip().splitlines()[-1].rsplit(': ', 1)[-1]})"
-            ) from None
-    lists = re.search(r"IVF(\d+)", factory)
-    if lists and count is not None and count < int(lists.group(1)):
-        raise IndexFormatError(
-            f"--index {factory}: {lists.group(1)} IVF lists need at least as many gallery images "
-            f"to train on, the gallery has {count}; use fewer lists (about sqrt(N): "
-            f"IVF{max(1, int(count**0.5))},Flat) or Flat"
-        )
-
-
-def build_faiss_index(
-    features: np.ndarray, factory: str = "Flat", use_gpu: bool | None = None
-) -> faiss.Index:
-    """Build (and train where needed) a FAISS index for unit vectors by inner product."""
-    dim = features.shape[1]
-    parse_factory(factory, dim, len(features))
-    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    if use_gpu is None:
-        use_gpu = faiss.get_num_gpus() > 0
-    work = index
-    if use_gpu and "HNSW" not in factory:
-        work = faiss.index_cpu_to_all_gpus(index)
-    if not work.is_trained:
-        work.train(features)
-    work.add(features)
-    return faiss.index_gpu_to_cpu(work) if work is not index else index
 
 
 def read_manifest(directory: Path) -> dict | None:
@@ -157,12 +118,17 @@ def check_index_target(directory: str | Path) -> None:
         )
 
 
+def journal_pattern() -> str:
+    """The glob that finds save journals (the names ``atomic.temp_path`` gives them)."""
+    return atomic.TEMP_PREFIX + "*" + _PENDING + Path(MANIFEST).suffix
+
+
 def clean_index_leftovers(directory: Path) -> None:
     """What a killed save left: the data files its pending manifest (its journal) names and the
     committed manifest does not, then its temps. Only a dead writer's leftovers are touched."""
     manifest = read_manifest(directory)
     listed = set(manifest["files"]) if manifest else set()
-    for pending in directory.glob(atomic.TEMP_PREFIX + "*" + _PENDING):
+    for pending in directory.glob(journal_pattern()):
         pid = atomic.temp_owner(pending.name)
         if pid is None or atomic.process_alive(pid):
             continue
@@ -177,20 +143,47 @@ def clean_index_leftovers(directory: Path) -> None:
     atomic.clean_stale_temps(directory)
 
 
+def _metadata(rows, paths, pids, camids) -> pd.DataFrame:
+    n = len(rows)
+    return pd.DataFrame(
+        {
+            "row": np.asarray(rows, dtype=np.int64),
+            "path": [str(p) for p in paths],
+            "pid": np.asarray(pids if pids is not None else [-1] * n, dtype=np.int64),
+            "camid": np.asarray(camids if camids is not None else [-1] * n, dtype=np.int64),
+        }
+    )
+
+
+def _store_section(manifest: dict) -> dict:
+    """The manifest's store description (indexes written before the seam: FAISS)."""
+    return manifest.get("store") or {"backend": "faiss", "factory": manifest.get("factory", "Flat")}
+
+
 class GalleryIndex:
+    """Metadata, manifest and validation over a :class:`~reid.index.store.VectorStore`."""
+
     def __init__(
         self,
-        index: faiss.Index,
+        store: VectorStore,
         metadata: pd.DataFrame,
         manifest: dict,
         features: np.ndarray | None = None,
     ):
-        self.index, self.metadata, self.manifest, self.features = (
-            index,
+        self.store, self.metadata, self.manifest, self.features = (
+            store,
             metadata,
             manifest,
             features,
         )
+
+    @property
+    def count(self) -> int:
+        return len(self.metadata)
+
+    @property
+    def backend(self) -> str:
+        return self.store.backend
 
     # ------------------------------------------------------------------ build / save / load
     @classmethod
@@ -202,45 +195,62 @@ class GalleryIndex:
         camids=None,
         *,
         factory="Flat",
+        options: StoreOptions | None = None,
+        directory: str | Path | None = None,
         model_hash="",
         preprocessing=None,
         keep_features=False,
+        progress=None,
     ) -> GalleryIndex:
+        """A new index. FAISS builds in memory (``save`` writes it); Milvus creates its
+        collection now, journalled in ``directory`` (the index folder ``save`` will commit)."""
         features = _normalize(features)
         n = len(features)
         if n == 0:
             raise IndexFormatError("the gallery is empty: nothing to index")
-        metadata = pd.DataFrame(
-            {
-                "row": np.arange(n, dtype=np.int64),
-                "path": [str(p) for p in paths],
-                "pid": np.asarray(pids if pids is not None else [-1] * n, dtype=np.int64),
-                "camid": np.asarray(camids if camids is not None else [-1] * n, dtype=np.int64),
-            }
-        )
-        index = build_faiss_index(features, factory)
+        options = options or StoreOptions(factory=factory)
+        metadata = _metadata(np.arange(n), paths, pids, camids)
+        if options.backend == "faiss":
+            store = FaissStore.build(features, options.factory)
+        else:
+            from .milvus_store import MilvusStore
+
+            if directory is None:
+                raise StoreError("a Milvus index needs its index folder (--out) to journal in")
+            old = read_manifest(Path(directory))
+            owned = _store_section(old).get("physical") if old else None
+            store = MilvusStore.create(
+                options, features.shape[1], model_hash, Path(directory), owned
+            )
+            try:
+                store.add(features, metadata["row"].to_numpy(), metadata["pid"].to_numpy(),
+                          metadata["camid"].to_numpy(), list(metadata["path"]), progress)  # fmt: skip
+            except BaseException:
+                store.abandon()
+                raise
         manifest = {
             "format_version": FORMAT_VERSION,
             "dim": int(features.shape[1]),
             "metric": "cosine",
             "normalized": True,
-            "factory": factory,
+            "factory": options.describe(),
             "preprocessing": preprocessing or {},
             "model_hash": model_hash,
             # search opens hits by these paths: absolute ones work from any working directory
             "paths": "absolute"
             if all(os.path.isabs(p) for p in metadata["path"])
             else "relative to the export's working directory",
-            "versions": _versions(),
+            "versions": _versions(options.backend),
             "count": n,
         }
-        return cls(index, metadata, manifest, features if keep_features else None)
+        return cls(store, metadata, manifest, features if keep_features else None)
 
     def save(self, directory: str | Path) -> None:
         """Commit this index to ``directory``: new data files under fresh generation names, then
         the manifest atomically (the commit point: readers and a crash see the old index or the
         new one), then the old generation's files, which the old manifest lists. The folder's
-        other files are never touched."""
+        other files are never touched. A Milvus store then applies what waited for the commit
+        (journalled deletions, the alias, dropping the collection it replaced)."""
         directory = Path(directory)
         check_index_target(directory)
         created = not directory.exists()
@@ -248,27 +258,34 @@ class GalleryIndex:
         clean_index_leftovers(directory)
         old = read_manifest(directory)
         generation = secrets.token_hex(4)
-        writers = {
-            "index": lambda tmp: faiss.write_index(self.index, str(tmp)),
-            "metadata": lambda tmp: self.metadata.to_parquet(tmp, index=False),
-        }
-        if self.features is not None:
-            writers["features"] = lambda tmp: np.save(tmp, self.features)
-        roles = {role: f"{role}.{generation}{SUFFIXES[role]}" for role in writers}
         journal = atomic.temp_path(directory / MANIFEST, _PENDING)
-        journal.write_text(json.dumps({"files": list(roles.values())}))
+        planned = [f"index.{generation}{SUFFIXES['index']}"] if self.backend == "faiss" else []
+        planned += [f"metadata.{generation}.parquet"] + (
+            [f"features.{generation}.npy"] if self.features is not None else []
+        )
+        journal.write_text(json.dumps({"files": planned}))
+        roles: dict = {}
         try:
-            for role, write in writers.items():
-                with atomic.atomic_path(directory / roles[role]) as tmp:
-                    write(tmp)
+            roles.update(self.store.save(directory, generation))
+            roles["metadata"] = f"metadata.{generation}{SUFFIXES['metadata']}"
+            with atomic.atomic_path(directory / roles["metadata"]) as tmp:
+                self.metadata.to_parquet(tmp, index=False)
+            if self.features is not None:
+                roles["features"] = f"features.{generation}{SUFFIXES['features']}"
+                with atomic.atomic_path(directory / roles["features"]) as tmp:
+                    np.save(tmp, self.features)
             manifest = {
                 **self.manifest,
                 "format_version": FORMAT_VERSION,
-                "count": int(self.index.ntotal),
+                "count": self.count,
+                "store": self.store.describe(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "roles": roles,
                 "files": {name: sha256(directory / name) for name in roles.values()},
             }
+            if self.backend != "faiss":
+                manifest["ids_sha256"] = _ids_digest(self.metadata["row"].to_numpy())
+                manifest["next_row"] = self._next_row()
             atomic.write_json(directory / MANIFEST, manifest, indent=2)
         except BaseException:
             for name in roles.values():
@@ -279,14 +296,40 @@ class GalleryIndex:
             raise
         journal.unlink(missing_ok=True)
         self.manifest = manifest
+        if hasattr(self.store, "committed"):
+            self.store.committed()
         if old is not None:  # the previous generation: ours by its manifest and checksum
+            previous, current = _store_section(old), manifest["store"]
+            if previous["backend"] == "milvus" and (previous["uri"], previous["physical"]) != (
+                current.get("uri"),
+                current.get("physical"),
+            ):
+                from .milvus_store import drop_replaced
+
+                warning = drop_replaced(previous)
+                if warning:
+                    logging.getLogger(__name__).warning(warning)
             for name, digest in old["files"].items():
                 path = directory / name
                 if name not in manifest["files"] and path.is_file() and sha256(path) == digest:
                     path.unlink()
 
+    def _next_row(self) -> int:
+        """Rows are never reused in a collection: the next append starts past every row ever
+        committed (and past the rows of a rolled-back append)."""
+        top = int(self.metadata["row"].max()) + 1 if len(self.metadata) else 0
+        return max(top, int(self.manifest.get("next_row", 0)))
+
     @classmethod
-    def load(cls, directory: str | Path, verify: bool = True) -> GalleryIndex:
+    def load(
+        cls,
+        directory: str | Path,
+        verify: bool = True,
+        writer: bool = False,
+        uri: str | None = None,
+    ) -> GalleryIndex:
+        """Open and validate an index. ``writer`` (export, append, removal; under the folder's
+        lock): first undo or finish what a killed writer journalled."""
         directory = Path(directory)
         if not directory.is_dir():
             raise IndexFormatError(f"{directory}: index directory not found")
@@ -315,24 +358,60 @@ class GalleryIndex:
             if verify and sha256(path) != expected:
                 raise IndexFormatError(f"{path}: checksum mismatch (file changed or corrupt)")
         roles = role_files(manifest)
-        if "index" not in roles or "metadata" not in roles:
+        section = _store_section(manifest)
+        if "metadata" not in roles or (section["backend"] == "faiss" and "index" not in roles):
             raise IndexFormatError(f"{manifest_path}: lists no index or metadata file")
         try:
-            index = faiss.read_index(str(directory / roles["index"]))
             metadata = pd.read_parquet(directory / roles["metadata"])
         except Exception as exc:
             raise IndexFormatError(f"{directory}: cannot read index files ({exc})") from None
-        if (
-            index.d != manifest["dim"]
-            or index.ntotal != len(metadata)
-            or index.ntotal != manifest["count"]
-        ):
+        if section["backend"] == "faiss":
+            try:
+                store = FaissStore.open(directory / roles["index"], section["factory"])
+            except Exception as exc:
+                raise IndexFormatError(f"{directory}: cannot read index files ({exc})") from None
+            stored = store.count()
+        else:
+            store, stored = cls._open_milvus(
+                directory, manifest, section, metadata, verify, writer, uri
+            )
+        if store.dim != manifest["dim"] or stored != len(metadata) or stored != manifest["count"]:
             raise IndexFormatError(
-                f"{directory}: index ({index.d}-d, {index.ntotal} vectors), metadata ({len(metadata)} rows) "
+                f"{directory}: index ({store.dim}-d, {stored} vectors), metadata ({len(metadata)} rows) "
                 f"and manifest ({manifest['dim']}-d, {manifest['count']}) disagree"
             )
         features = np.load(directory / roles["features"]) if "features" in roles else None
-        return cls(index, metadata, manifest, features)
+        return cls(store, metadata, manifest, features)
+
+    @staticmethod
+    def _open_milvus(directory, manifest, section, metadata, verify, writer, uri):
+        from .milvus_store import MilvusStore
+
+        try:
+            store = MilvusStore.open(section, manifest, directory if writer else None, uri)
+        except StoreError as exc:
+            raise IndexFormatError(f"{directory}: {exc}") from None
+        rows = metadata["row"].to_numpy()
+        if writer:
+            store.recover(directory, rows)
+        elif MilvusStore.live_journal(directory) or MilvusStore.dead_journals(directory):
+            return store, len(metadata)  # a write in flight or to recover: search drops its rows
+        stored = store.count()
+        if (
+            stored == len(metadata)
+            and verify
+            and _ids_digest(store.rows()) != manifest.get("ids_sha256")
+        ):
+            raise IndexFormatError(
+                f"{directory}: collection {section['physical']} holds other rows than the manifest "
+                "lists (changed behind the manifest's back)"
+            )
+        if stored != len(metadata):
+            raise IndexFormatError(
+                f"{directory}: collection {section['physical']} holds {stored} vectors, the "
+                f"manifest lists {len(metadata)} (changed behind the manifest's back)"
+            )
+        return store, stored
 
     # ----------------------------------------------------------------------------- use
     def check_compatible(
@@ -357,20 +436,18 @@ class GalleryIndex:
             )
 
     def append(
-        self, features, paths, pids=None, camids=None, model_hash: str | None = None
+        self, features, paths, pids=None, camids=None, model_hash: str | None = None, progress=None
     ) -> None:
         features = _normalize(features)
         self.check_compatible(features.shape[1], "cosine", model_hash)
-        n, start = len(features), int(self.index.ntotal)
-        self.index.add(features)
-        extra = pd.DataFrame(
-            {
-                "row": np.arange(start, start + n, dtype=np.int64),
-                "path": [str(p) for p in paths],
-                "pid": np.asarray(pids if pids is not None else [-1] * n, dtype=np.int64),
-                "camid": np.asarray(camids if camids is not None else [-1] * n, dtype=np.int64),
-            }
-        )
+        n = len(features)
+        start = self.count if self.backend == "faiss" else self._next_row()
+        extra = _metadata(np.arange(start, start + n), paths, pids, camids)
+        if self.backend == "faiss":
+            self.store.add(features, extra["row"].to_numpy(), None, None, None)
+        else:
+            self.store.add(features, extra["row"].to_numpy(), extra["pid"].to_numpy(),
+                           extra["camid"].to_numpy(), list(extra["path"]), progress)  # fmt: skip
         self.metadata = pd.concat([self.metadata, extra], ignore_index=True)
         if self.features is not None:
             self.features = np.vstack([self.features, features])
@@ -378,11 +455,13 @@ class GalleryIndex:
     def remove(self, drop: np.ndarray) -> int:
         """Remove the rows where ``drop`` is True (right to be forgotten, mistaken enrolment).
 
-        The index is rebuilt from the remaining vectors (same factory), so removed vectors are
-        gone from the file, not just hidden: from the stored exact features when kept, else from
-        the index's own exact copies (Flat, IVF-Flat, HNSW-Flat). Compressed indexes (PQ, SQ)
-        without ``features.npy`` cannot give back exact vectors and are refused. Rows are
-        renumbered 0..n−1. Returns the number removed.
+        FAISS: the index is rebuilt from the remaining vectors (same factory), so removed
+        vectors are gone from the file, not just hidden: from the stored exact features when
+        kept, else from the index's own exact copies (Flat, IVF-Flat, HNSW-Flat); compressed
+        indexes (PQ, SQ) without ``features.npy`` cannot give back exact vectors and are
+        refused; rows are renumbered 0..n−1. Milvus: the rows are deleted from the collection
+        once the manifest without them commits (``save``); rows keep their ids. Returns the
+        number removed.
         """
         drop = np.asarray(drop, dtype=bool)
         removed = int(drop.sum())
@@ -390,25 +469,24 @@ class GalleryIndex:
             return 0
         if removed == len(drop):
             raise IndexFormatError("removing every vector would leave an empty index")
-        factory = self.manifest["factory"]
-        if self.features is not None:
-            vectors = self.features
-        elif "PQ" in factory or "SQ" in factory:
-            raise IndexFormatError(
-                f"a {factory} index holds compressed vectors only; removal needs exact vectors "
-                "(export with --keep-features, or re-export without those images)"
-            )
-        else:
-            if "IVF" in factory:
-                faiss.extract_index_ivf(self.index).make_direct_map()
-            vectors = self.index.reconstruct_n(0, int(self.index.ntotal))
         keep = ~drop
-        kept = np.ascontiguousarray(vectors[keep])
-        self.index = build_faiss_index(kept, factory)
+        rows = self.metadata["row"].to_numpy()[drop]
+        if self.backend == "faiss":
+            vectors = self.features if self.features is not None else self.store.vectors()
+            if vectors is None:
+                raise IndexFormatError(
+                    f"a {self.manifest['factory']} index holds compressed vectors only; removal "
+                    "needs exact vectors (export with --keep-features, or re-export without "
+                    "those images)"
+                )
+            new_rows = self.store.remove(rows, vectors)
+        else:
+            self.store.remove(rows)
+            new_rows = self.metadata["row"].to_numpy()[keep]
         self.metadata = self.metadata[keep].reset_index(drop=True)
-        self.metadata["row"] = np.arange(len(self.metadata), dtype=np.int64)
+        self.metadata["row"] = new_rows
         if self.features is not None:
-            self.features = kept
+            self.features = np.ascontiguousarray(self.features[keep])
         self.manifest["removed"] = int(self.manifest.get("removed", 0)) + removed
         return removed
 
@@ -419,55 +497,58 @@ class GalleryIndex:
         query_camids=None,
         exclude_same_camera: bool = False,
         nprobe: int | None = None,
+        ef: int | None = None,
     ) -> pd.DataFrame:
-        """Top-k per query: a table (query, rank, score, row, path, pid, camid)."""
+        """Top-k per query: a table (query, rank, score, row, path, pid, camid). Rows the
+        metadata does not list (a write in flight on a shared collection) are skipped."""
         features = _normalize(features)
         self.check_compatible(features.shape[1])
-        if nprobe is not None and "IVF" in self.manifest["factory"]:
-            faiss.extract_index_ivf(self.index).nprobe = nprobe
-        total = int(self.index.ntotal)
-        gallery_camids = self.metadata["camid"].to_numpy()
-        fetch = min(total, k if not exclude_same_camera else max(4 * k, k + 64))
+        exclude = None
+        if exclude_same_camera and query_camids is not None:
+            exclude = NotEqual(
+                "camid",
+                np.asarray(query_camids, dtype=np.int64),
+                self.metadata["camid"].to_numpy() if self.backend == "faiss" else None,
+            )
+        known = self.metadata.set_index("row")[["path", "pid", "camid"]]
+        total, fetch = self.count, min(self.count, k)
         while True:
-            scores, rows = self.index.search(features, fetch)
-            hits = []
-            enough = True
-            for q in range(len(features)):
-                kept = 0
-                for score, row in zip(scores[q], rows[q]):
-                    if row < 0:
-                        continue
-                    if (
-                        exclude_same_camera
-                        and query_camids is not None
-                        and query_camids[q] >= 0
-                        and gallery_camids[row] == query_camids[q]
-                    ):
-                        continue
-                    kept += 1
-                    hits.append((q, kept, float(score), int(row)))
-                    if kept == k:
-                        break
-                enough &= kept == min(k, total) or fetch == total
-            if enough or fetch == total:
+            scores, rows = self.store.search(features, fetch, exclude, nprobe, ef)
+            valid = (rows >= 0) & np.isin(rows, known.index.to_numpy())
+            if (
+                fetch >= total
+                or (valid.sum(axis=1) >= min(k, total)).all()
+                or self.backend == "faiss"
+            ):
                 break
-            fetch = min(total, fetch * 4)
+            fetch = min(total, fetch * 2 + 16)
+        hits = []
+        for q in range(len(features)):
+            kept = np.flatnonzero(valid[q])[:k]
+            hits += [
+                (q, rank + 1, float(scores[q, j]), int(rows[q, j])) for rank, j in enumerate(kept)
+            ]
         table = pd.DataFrame(hits, columns=["query", "rank", "score", "row"])
-        return table.join(self.metadata.set_index("row")[["path", "pid", "camid"]], on="row")
+        return table.join(known, on="row")
 
-    def recall_at(self, queries: np.ndarray, ks=(1, 10)) -> dict:
+    def recall_at(self, queries: np.ndarray, ks=(1, 10), nprobe=None, ef=None) -> dict:
         """Recall@k of this index against exact search over the stored vectors (needs features)."""
         if self.features is None:
             raise IndexFormatError("recall needs the exact vectors: export with --keep-features")
         queries = _normalize(queries)
-        exact = faiss.IndexFlatIP(self.features.shape[1])
-        exact.add(self.features)
         kmax = max(ks)
-        _, truth = exact.search(queries, kmax)
-        _, found = self.index.search(queries, kmax)
+        positions = faiss_store.exact_top_k(self.features, queries, kmax)
+        truth = self.metadata["row"].to_numpy()[positions]
+        _, found = self.store.search(queries, kmax, None, nprobe, ef)
         return {
             f"recall@{k}": float(
                 np.mean([len(set(t[:k]) & set(f[:k])) / k for t, f in zip(truth, found)])
             )
             for k in ks
         }
+
+
+def _ids_digest(rows: np.ndarray) -> str:
+    from .milvus_store import ids_digest
+
+    return ids_digest(rows)

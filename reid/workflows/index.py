@@ -13,8 +13,10 @@ from ..data import arrays, load_dataset
 from ..errors import ReidError
 from ..evaluation.plots import hit_caption, query_caption, ranked_list_image, save_ranked_lists
 from ..evaluation.verification import verification_metrics
-from ..index.gallery import GalleryIndex, IndexFormatError, check_index_target, parse_factory
+from ..index.faiss_store import parse_factory
+from ..index.gallery import GalleryIndex, IndexFormatError, check_index_target
 from ..index.sources import Embedder, gallery_records, image_folder_records
+from ..index.store import StoreOptions, check_search_options
 from ..outputs import OutputFolder, check_no_overlap, lock_folder, probe_writable
 
 #: false-alarm rates whose thresholds every calibration stores (``search --far`` picks one)
@@ -34,8 +36,12 @@ def export_index(
     report_recall: bool = False,
     calibrate: str | None = None,
     far: float = 1e-3,
+    store: StoreOptions | None = None,
 ) -> dict:
     """Embed ``gallery`` with ``model`` into a new (or appended) index at ``out``.
+
+    ``store``: the backend and its options (``reid.index.store.parse_store_options``; FAISS
+    with ``factory`` when absent). An append keeps the index's own backend.
 
     ``calibrate``: a labelled split (Market-format root with query/ and bounding_box_test/, or a
     CSV manifest) embedded with the same model; the open-set thresholds at ``far`` and at every
@@ -50,12 +56,14 @@ def export_index(
     check_no_overlap(out, [gallery])
     check_index_target(out)
     probe_writable(out, "--out")
+    calibration_set = None
     if calibrate is not None:
         if not 0 < far < 1:
             raise ReidError(f"--far {far}: must be between 0 and 1")
         calibration_set = calibration_split(calibrate)
+    store = store or StoreOptions(factory=factory)
     with lock_folder(out, "index export or removal", "--out"):
-        index = GalleryIndex.load(out) if append else None
+        index = GalleryIndex.load(out, writer=True) if append else None
         embedder = Embedder.open(model, device, batch_size)
         # absolute paths: search results open the images from any working directory
         records = [replace(r, path=os.path.abspath(r.path)) for r in gallery_records(gallery)]
@@ -70,8 +78,8 @@ def export_index(
                     f"{gallery}: all {len(records)} images are already in the index {out}; nothing to append"
                 )
             records = kept
-        else:
-            parse_factory(factory, embedder.dim, len(records))
+        elif store.backend == "faiss":
+            parse_factory(store.factory, embedder.dim, len(records))
         pids, camids = arrays(records)
         paths = [r.path for r in records]
         features = embedder(paths, progress=True)
@@ -83,23 +91,16 @@ def export_index(
                 paths,
                 pids,
                 camids,
-                factory=factory,
+                options=store,
+                directory=out,
                 model_hash=embedder.model_hash,
                 preprocessing=embedder.preprocessing,
                 keep_features=keep_features or report_recall,
             )
-        if calibrate is not None:
-            index.manifest["calibration"] = calibrate_threshold(
-                embedder, calibration_set, far, calibrate
-            )
-        if report_recall:
-            sample = np.random.default_rng(0).choice(
-                len(features), size=min(1000, len(features)), replace=False
-            )
-            index.manifest["recall"] = index.recall_at(features[sample])
-        index.save(out)
+        _finish_export(index, out, embedder, features, calibrate, calibration_set, far,
+                       report_recall)  # fmt: skip
     return {
-        "count": int(index.index.ntotal),
+        "count": index.count,
         "added": len(records),
         "skipped": skipped,
         "manifest": index.manifest,
@@ -113,7 +114,7 @@ def remove_from_index(out: str, pids=(), paths_file: str | None = None) -> dict:
     if not Path(out).is_dir():  # before the lock, which would create the folder
         raise IndexFormatError(f"{out}: index directory not found")
     with lock_folder(out, "index export or removal", "--out"):
-        index = GalleryIndex.load(out)
+        index = GalleryIndex.load(out, writer=True)
         drop = index.metadata["pid"].isin([int(p) for p in pids]).to_numpy().copy()
         missing: list[str] = []
         if paths_file is not None:
@@ -129,9 +130,42 @@ def remove_from_index(out: str, pids=(), paths_file: str | None = None) -> dict:
         removed = index.remove(drop)
         if removed == 0:
             raise ReidError(f"{out}: nothing to remove (no such pid or path in the index)")
-        index.save(out)
-    return {"removed": removed, "count": int(index.index.ntotal), "unknown_pids": unknown,
+        _save_or_abandon(index, out)
+    return {"removed": removed, "count": index.count, "unknown_pids": unknown,
             "missing_paths": missing}  # fmt: skip
+
+
+def _finish_export(index, out, embedder, features, calibrate, calibration_set, far, report_recall):
+    """Calibrate, report recall and commit; on any failure a store that wrote ahead of the
+    manifest (Milvus) undoes that write, so the collection stays as the committed manifest
+    describes it."""
+    try:
+        if calibrate is not None:
+            index.manifest["calibration"] = calibrate_threshold(
+                embedder, calibration_set, far, calibrate
+            )
+        if report_recall:
+            sample = np.random.default_rng(0).choice(
+                len(features), size=min(1000, len(features)), replace=False
+            )
+            index.manifest["recall"] = index.recall_at(features[sample])
+    except BaseException:
+        _abandon(index)
+        raise
+    _save_or_abandon(index, out)
+
+
+def _abandon(index: GalleryIndex) -> None:
+    if hasattr(index.store, "abandon"):
+        index.store.abandon()
+
+
+def _save_or_abandon(index: GalleryIndex, out: str) -> None:
+    try:
+        index.save(out)
+    except BaseException:
+        _abandon(index)
+        raise
 
 
 def calibration_split(source: str):
@@ -238,11 +272,13 @@ def search(
     far: float | None = None,
     threshold: float | None = None,
     no_threshold: bool = False,
+    ef: int | None = None,
 ) -> dict:
     """Embed the query images and search the index; every check before the embedding pass."""
     if topk < 1:
         raise IndexFormatError(f"--topk {topk}: must be at least 1")
     index = GalleryIndex.load(index_dir)
+    check_search_options(index.manifest, nprobe, ef)
     if model is None:
         raise ReidError("--checkpoint (or an exported model) is needed to embed the query images")
     point = operating_point(index.manifest, far, threshold, no_threshold)
@@ -259,7 +295,7 @@ def search(
     index.check_compatible(embedder.dim, "cosine", embedder.model_hash or None)
     features = embedder([r.path for r in records])
     q_pids, q_camids = arrays(records)
-    table = index.search(features, topk, q_camids, exclude_same_camera, nprobe)
+    table = index.search(features, topk, q_camids, exclude_same_camera, nprobe, ef)
     table.insert(1, "query_path", [records[q].path for q in table["query"]])
     result = {"table": table, "no_match": []}
     if point is not None:
@@ -268,7 +304,7 @@ def search(
         matched = set(table.loc[table["match"], "query"])
         result["no_match"] = [r.path for q, r in enumerate(records) if q not in matched]
     if report_recall:
-        result["recall"] = index.recall_at(features, ks=(1, min(10, topk)))
+        result["recall"] = index.recall_at(features, ks=(1, min(10, topk)), nprobe=nprobe, ef=ef)
     if outputs is not None:
         written = [
             outputs.write("results.csv", lambda tmp: table.to_csv(tmp, index=False)),

@@ -1,0 +1,323 @@
+"""The Milvus store against a real Milvus standalone server (the ``milvus`` wheel, started once
+per session): parity with FAISS Flat (same top-k rows and scores, with camera exclusion and after
+a removal), append, reconnect checks, ownership of collection names, a client killed mid-append,
+an in-process failure mid-append, approximate index types, the tools end to end; and the
+backend options, checked before any work (no server needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from reid.index import GalleryIndex, IndexFormatError
+from reid.index.store import StoreError, StoreOptions, parse_store_options
+from tests.conftest import REPO
+from tests.numeric import assert_topk_tie_aware, score_tolerance
+
+SCORE_TOL_ULPS = 8  # FAISS and Milvus (knowhere) are two inner-product kernels
+
+
+def gallery(n=400, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n, dim)).astype(np.float32)
+    return (
+        features,
+        [f"/g/{i}.jpg" for i in range(n)],
+        rng.integers(1, 30, n),
+        rng.integers(0, 6, n),
+    )
+
+
+def options(uri, name, index_type="FLAT", params=None):
+    return StoreOptions(backend="milvus", uri=uri, collection=name, index_type=index_type,
+                        params=params or {})  # fmt: skip
+
+
+def unit(x):
+    return x / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+
+
+def export(tmp_path, uri, name, features, paths, pids, camids, **kw):
+    out = tmp_path / name
+    index = GalleryIndex.build(features, paths, pids, camids, options=options(uri, name, **kw),
+                               directory=out, model_hash="m1")  # fmt: skip
+    index.save(out)
+    return out
+
+
+def assert_same_hits(a, b, queries, features, excluded=None):
+    """Two backends' tables: tie-aware same rows per query, scores within ulps of each other.
+    ``excluded[q]``: the gallery rows query q may not return (its camera)."""
+    for q in range(len(queries)):
+        ra, rb = a[a["query"] == q], b[b["query"] == q]
+        assert len(ra) == len(rb)
+        exact = unit(queries[q : q + 1]) @ unit(features).T
+        tol = score_tolerance(exact, SCORE_TOL_ULPS)
+        if excluded is not None:
+            exact[0, excluded[q]] = -np.inf
+        assert_topk_tie_aware(rb["row"].to_numpy()[None], exact, tol)
+        assert_topk_tie_aware(ra["row"].to_numpy()[None], exact, tol)
+        np.testing.assert_allclose(ra["score"], rb["score"], rtol=0, atol=tol)
+
+
+def test_backend_options_are_checked_before_any_work():
+    assert parse_store_options() == StoreOptions()
+    cases = {
+        "--uri, --collection: does not apply to --backend faiss": dict(uri="http://h:1", collection="c"),
+        "--index: does not apply to --backend milvus": dict(backend="milvus", factory="Flat", uri="http://h:1", collection="c"),
+        "needs --uri": dict(backend="milvus", collection="c"),
+        "credentials do not belong in the URI": dict(backend="milvus", uri="http://u:pw@h:1", collection="c"),
+        "--collection '9bad-name'": dict(backend="milvus", uri="http://h:1", collection="9bad-name"),
+        "--milvus-index 'IVF_PQ'": dict(backend="milvus", uri="http://h:1", collection="c", index_type="ivf_pq"),
+        "nlist: not a parameter of HNSW": dict(backend="milvus", uri="http://h:1", collection="c", index_type="HNSW", params="nlist=8"),
+        "nlist=0: must be in": dict(backend="milvus", uri="http://h:1", collection="c", index_type="IVF_FLAT", params="nlist=0"),
+        "--backend 'annoy'": dict(backend="annoy"),
+    }  # fmt: skip
+    for message, given in cases.items():
+        with pytest.raises(StoreError, match=message.replace("(", r"\(").replace("'", "'")):
+            parse_store_options(**given)
+    ok = parse_store_options(backend="milvus", uri="http://h:1", collection="c",
+                             index_type="hnsw", params="M=8")  # fmt: skip
+    assert (
+        ok.params == {"M": 8, "efConstruction": 200}
+        and ok.describe() == "milvus:HNSW(M=8,efConstruction=200)"
+    )
+
+
+def test_flat_matches_faiss_flat_with_camera_exclusion_and_after_removal(milvus_uri, tmp_path):
+    features, paths, pids, camids = gallery()
+    out = export(tmp_path, milvus_uri, "parity", features, paths, pids, camids)
+    faiss_index = GalleryIndex.build(features, paths, pids, camids, model_hash="m1")
+    milvus_index = GalleryIndex.load(out)
+    queries = np.random.default_rng(1).normal(size=(12, 32)).astype(np.float32)
+    qcams = np.arange(12) % 6
+    for exclude in (False, True):
+        a = faiss_index.search(queries, 10, qcams, exclude)
+        b = milvus_index.search(queries, 10, qcams, exclude)
+        assert_same_hits(a, b, queries, features, [camids == c for c in qcams] if exclude else None)
+        if exclude:
+            assert (b["camid"].to_numpy() != qcams[b["query"].to_numpy()]).all()
+    # removal: identity 5 and 7 go from both; FAISS renumbers, Milvus keeps row ids
+    drop = np.isin(pids, [5, 7])
+    writer = GalleryIndex.load(out, writer=True)
+    writer.remove(drop)
+    writer.save(out)
+    faiss_index.remove(drop)
+    after = GalleryIndex.load(out)
+    assert after.count == faiss_index.count == int((~drop).sum())
+    kept = features[~drop]
+    a = faiss_index.search(queries, 10, qcams, True)
+    b = after.search(queries, 10, qcams, True)
+    assert not b["pid"].isin([5, 7]).any()
+    # same images, compared by path (row ids differ after FAISS's renumbering)
+    for q in range(len(queries)):
+        exact = unit(queries[q : q + 1]) @ unit(kept).T
+        tol = score_tolerance(exact, SCORE_TOL_ULPS)
+        exact[0, camids[~drop] == qcams[q]] = -np.inf
+        np.testing.assert_allclose(
+            a[a["query"] == q]["score"], b[b["query"] == q]["score"], atol=tol, rtol=0
+        )
+        position = {p: i for i, p in enumerate(np.asarray(paths)[~drop])}
+        assert_topk_tie_aware(
+            np.array([[position[p] for p in b[b["query"] == q]["path"]]]), exact, tol
+        )
+
+
+def test_append_reconnect_and_changed_behind_the_manifest(milvus_uri, tmp_path):
+    features, paths, pids, camids = gallery()
+    out = export(
+        tmp_path, milvus_uri, "grow", features[:150], paths[:150], pids[:150], camids[:150]
+    )
+    index = GalleryIndex.load(out, writer=True)
+    index.append(features[150:], paths[150:], pids[150:], camids[150:], model_hash="m1")
+    index.save(out)
+    whole = GalleryIndex.build(features, paths, pids, camids, model_hash="m1")
+    queries = features[:9] + 0.05
+    assert_same_hits(
+        whole.search(queries, 8), GalleryIndex.load(out).search(queries, 8), queries, features
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    store = manifest["store"]
+    assert (
+        store["backend"] == "milvus" and store["collection"] == "grow" and "@" not in store["uri"]
+    )
+    assert manifest["count"] == 400 and "roles" in manifest and "index" not in manifest["roles"]
+    with pytest.raises(IndexFormatError, match="model hash .* differs"):
+        GalleryIndex.load(out).append(features[:2], paths[:2], model_hash="other")
+    # a row inserted behind the manifest's back: count differs → refused
+    from pymilvus import Collection, connections
+
+    connections.connect("t", uri=milvus_uri)
+    collection = Collection(store["physical"], using="t")
+    collection.insert([[10_000], [1], [1], ["/x.jpg"], unit(features[:1]).astype(np.float32)])
+    collection.flush()
+    with pytest.raises(IndexFormatError, match="holds 401 vectors, the manifest lists 400"):
+        GalleryIndex.load(out)
+    # same count, other ids: the ids checksum catches it
+    collection.delete("row in [0]")
+    collection.flush()
+    with pytest.raises(IndexFormatError, match="other rows than the manifest lists"):
+        GalleryIndex.load(out)
+
+
+def test_collection_names_are_owned(milvus_uri, tmp_path):
+    features, paths, pids, camids = gallery(n=60)
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=milvus_uri)
+    client.create_collection("someone_else", dimension=32)
+    with pytest.raises(StoreError, match="not made by this toolkit"):
+        export(tmp_path, milvus_uri, "someone_else", features, paths, pids, camids)
+    out = export(tmp_path, milvus_uri, "mine", features, paths, pids, camids)
+    first = json.loads((out / "manifest.json").read_text())["store"]["physical"]
+    with pytest.raises(StoreError, match="not the collection this index folder points to"):
+        export(tmp_path / "other", milvus_uri, "mine", features, paths, pids, camids)
+    export(tmp_path, milvus_uri, "mine", features[:30], paths[:30], pids[:30], camids[:30])
+    second = json.loads((out / "manifest.json").read_text())["store"]["physical"]
+    assert second != first and not client.has_collection(first) and client.has_collection(second)
+    assert GalleryIndex.load(out).count == 30 and client.has_collection("someone_else")
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".~reid")]
+    GalleryIndex.build(features, paths, pids, camids).save(out)  # the folder turns FAISS
+    assert not client.has_collection(second) and not client.has_collection("mine")
+    assert GalleryIndex.load(out).backend == "faiss" and client.has_collection("someone_else")
+
+
+def test_failure_mid_append_rolls_the_batch_back(milvus_uri, tmp_path, monkeypatch):
+    features, paths, pids, camids = gallery()
+    out = export(
+        tmp_path, milvus_uri, "rollback", features[:100], paths[:100], pids[:100], camids[:100]
+    )
+    before = (out / "manifest.json").read_bytes()
+    from pymilvus import Collection
+
+    from reid.index import milvus_store
+
+    monkeypatch.setattr(milvus_store, "BATCH_BYTES", 8 * 1024)  # several batches
+    calls = {"n": 0}
+    real = Collection.insert
+
+    def failing(self, data, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ConnectionError("network gone")
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Collection, "insert", failing)
+    index = GalleryIndex.load(out, writer=True)
+    with pytest.raises(ConnectionError):
+        index.append(features[100:], paths[100:], pids[100:], camids[100:], model_hash="m1")
+    monkeypatch.undo()
+    assert calls["n"] == 3 and (out / "manifest.json").read_bytes() == before
+    assert GalleryIndex.load(out).count == 100  # validates: count and ids as the manifest says
+    assert not list(out.glob(".~reid*"))
+
+
+KILLED_APPEND = """
+import sys, time, numpy as np
+from reid.index import GalleryIndex, milvus_store
+milvus_store.BATCH_BYTES = 4096
+out, n = sys.argv[1], 400
+rng = np.random.default_rng(0)
+x = rng.normal(size=(n, 32)).astype(np.float32)
+index = GalleryIndex.load(out, writer=True)
+def slow(done, total):
+    print(done, flush=True)
+    time.sleep(0.3)
+index.append(x[100:], [f"/g/{i}.jpg" for i in range(100, n)], rng.integers(1, 30, 300),
+             rng.integers(0, 6, 300), model_hash="m1", progress=slow)
+index.save(out)
+"""
+
+
+def test_client_killed_mid_append_is_rolled_back_by_the_next_writer(milvus_uri, tmp_path):
+    features, paths, pids, camids = gallery()
+    out = export(
+        tmp_path, milvus_uri, "killed", features[:100], paths[:100], pids[:100], camids[:100]
+    )
+    before = (out / "manifest.json").read_bytes()
+    child = subprocess.Popen([sys.executable, "-c", KILLED_APPEND, str(out)], cwd=REPO,
+                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    lines = [child.stdout.readline() for _ in range(3)]  # three batches are in
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert all(line.strip() for line in lines)
+    assert (out / "manifest.json").read_bytes() == before
+    assert list(out.glob(".~reid*.milvus.json"))  # the dead writer's journal
+    reader = GalleryIndex.load(out)  # a reader tolerates the journalled rows and skips them
+    hits = reader.search(features[:3], 10)
+    assert hits["row"].max() < 100
+    writer = GalleryIndex.load(out, writer=True)  # the next writer rolls them back
+    assert writer.count == 100 and not list(out.glob(".~reid*"))
+    assert GalleryIndex.load(out).store.count() == 100
+    writer.append(features[100:], paths[100:], pids[100:], camids[100:], model_hash="m1")
+    writer.save(out)
+    whole = GalleryIndex.build(features, paths, pids, camids, model_hash="m1")
+    queries = features[:5] + 0.05
+    a, b = whole.search(queries, 8), GalleryIndex.load(out).search(queries, 8)
+    assert_same_hits(
+        a.assign(row=a["path"].str.extract(r"(\d+)")[0].astype(int)), b, queries, features
+    )
+
+
+@pytest.mark.parametrize(
+    "index_type,params", [("IVF_FLAT", {"nlist": 16}), ("HNSW", {"M": 8, "efConstruction": 64})]
+)
+def test_approximate_types_report_recall(milvus_uri, tmp_path, index_type, params):
+    features, paths, pids, camids = gallery(n=2000)
+    out = tmp_path / index_type
+    index = GalleryIndex.build(features, paths, pids, camids, options=options(milvus_uri, f"a_{index_type}", index_type, params),
+                               directory=out, keep_features=True)  # fmt: skip
+    index.save(out)
+    recall = GalleryIndex.load(out).recall_at(features[:50] + 0.01, ks=(1, 10), nprobe=8, ef=32)
+    assert 0.5 < recall["recall@10"] <= 1.0
+
+
+def test_tools_end_to_end_with_milvus(milvus_uri, tiny_checkpoint, synthetic_root, tmp_path):
+    def tool(name, *args, ok=True):
+        done = subprocess.run([sys.executable, f"tools/{name}.py", *map(str, args)], cwd=REPO,
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+        assert (done.returncode == 0) == ok, done.stderr + done.stdout
+        return done
+
+    out = tmp_path / "idx"
+    common = ["--backend", "milvus", "--uri", milvus_uri, "--collection", "tools_demo"]
+    tool(
+        "export_index",
+        "--checkpoint",
+        tiny_checkpoint,
+        "--gallery",
+        synthetic_root,
+        "--out",
+        out,
+        *common,
+    )
+    query = sorted((synthetic_root / "query").glob("*.jpg"))[0]
+    found = tool(
+        "search",
+        "--index",
+        out,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--topk",
+        5,
+        "--exclude-same-camera",
+        query,
+    )
+    assert len(found.stdout.strip().splitlines()) == 6
+    pid = int(query.name.split("_")[0])
+    tool("export_index", "--out", out, "--remove-pids", pid)
+    assert not GalleryIndex.load(out).metadata["pid"].eq(pid).any()
+    bad = tool("export_index", "--out", out, "--remove-pids", 1, "--uri", milvus_uri, ok=False)
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: --uri")
+    wrong = tool(
+        "search", "--index", out, "--checkpoint", tiny_checkpoint, "--nprobe", 4, query, ok=False
+    )
+    assert "--nprobe: applies to IVF indexes" in wrong.stderr
+    time.sleep(0)

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA := datasets/synthetic
 RUN := runs/demo
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo serve test lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py --data $(DATA) --run $(RUN) --overwrite  # the demo's own folder
 
+serve: $(STAMP)  # after make demo: the search API and page on the demo index, loopback only
+	$(BIN)/python tools/serve.py --index $(RUN)/index --checkpoint $(RUN)/best.pt
+
 test: $(STAMP)
+	bash .ci/browser.sh  # Chromium for the page's browser test (apt-get, when missing)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

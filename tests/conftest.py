@@ -89,3 +89,14 @@ def milvus_uri(tmp_path_factory):
         yield f"http://127.0.0.1:{server.listen_port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def index_dir(tiny_checkpoint, synthetic_root, tmp_path_factory) -> Path:
+    """A calibrated FAISS index of the synthetic gallery, exported like a user's (the service
+    tests serve it; tests that write serve a copy)."""
+    from reid.workflows.index import export_index
+
+    out = tmp_path_factory.mktemp("served") / "index"
+    export_index(str(tiny_checkpoint), str(synthetic_root), str(out), calibrate=str(synthetic_root))
+    return out

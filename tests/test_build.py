@@ -215,6 +215,7 @@ LAYERS = [
     ["reid.index"],
     ["reid.engine"],
     ["reid.workflows"],
+    ["reid.service"],
 ]
 
 

@@ -1,0 +1,345 @@
+"""The search service: the API against a real index built from the synthetic set (FastAPI's
+test client), its security cases, a write racing 50 searches and ``kill -9`` during an enrol on
+a real server process, and the page in a real headless Chromium (``tests/test_service_browser.py``)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reid.index import GalleryIndex
+from tests.conftest import REPO
+
+TOKEN = "test-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def fresh_copy(index_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "index"
+    shutil.copytree(index_dir, copy)
+    return copy
+
+
+def make_client(index, checkpoint, token=TOKEN, **kw):
+    from fastapi.testclient import TestClient
+
+    from reid.service.app import ServiceSettings, create_app
+
+    return TestClient(create_app(ServiceSettings(str(index), str(checkpoint), token, **kw)))
+
+
+def jpeg_bytes(seed=0, size=(64, 32), mode="RGB") -> bytes:
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def queries(synthetic_root, n=3):
+    return sorted((synthetic_root / "query").glob("*.jpg"))[:n]
+
+
+def upload(paths):
+    return [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+
+
+def test_search_answers_like_the_search_tool(index_dir, tiny_checkpoint, synthetic_root, tmp_path):
+    from reid.workflows.index import search
+
+    client = make_client(index_dir, tiny_checkpoint)
+    picked = queries(synthetic_root)
+    answer = client.post("/search", files=upload(picked), data={"topk": 5, "exclude_same_camera": "true"},
+                         headers=AUTH)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    tool = search(str(index_dir), [str(p) for p in picked], str(tiny_checkpoint), 5, True)
+    assert body["threshold"]["far"] == GalleryIndex.load(index_dir).manifest["calibration"]["far"]
+    for q, result in enumerate(body["results"]):
+        expected = tool["table"][tool["table"]["query"] == q]
+        assert [h["row"] for h in result["hits"]] == expected["row"].tolist()
+        np.testing.assert_allclose(
+            [h["score"] for h in result["hits"]], expected["score"], atol=1e-5
+        )
+        assert [h["match"] for h in result["hits"]] == expected["match"].tolist()
+        assert result["no_match"] == (str(picked[q]) in tool["no_match"])
+        assert all(h["camid"] != result["camid"] for h in result["hits"])  # parsed from the name
+    # operating points: an explicit threshold, none, and a rate the index was not calibrated for
+    high = client.post(
+        "/search", files=upload(picked[:1]), data={"threshold": 0.9999}, headers=AUTH
+    ).json()
+    assert high["results"][0]["no_match"] is True and high["threshold"]["source"] == "--threshold"
+    plain = client.post(
+        "/search", files=upload(picked[:1]), data={"no_threshold": "true"}, headers=AUTH
+    ).json()
+    assert plain["threshold"] is None and plain["results"][0]["hits"][0]["match"] is None
+    bad = client.post("/search", files=upload(picked[:1]), data={"far": 0.5}, headers=AUTH)
+    assert bad.status_code == 422 and "not calibrated" in bad.json()["detail"]
+    info = client.get("/gallery", headers=AUTH).json()
+    assert (
+        info["count"] == GalleryIndex.load(index_dir).count and len(info["operating_points"]) >= 4
+    )
+    assert client.get("/health").json()["status"] == "ok"
+    stats = client.get("/stats", headers=AUTH).json()
+    assert stats["requests"]["/search"] >= 4 and stats["batches"]["count"] >= 1
+    schema = client.get("/openapi.json").json()
+    assert {"/search", "/gallery/enrol", "/gallery/remove"} <= set(schema["paths"])
+
+
+def test_enrol_and_remove_through_the_api(index_dir, tiny_checkpoint, synthetic_root, tmp_path):
+    index = fresh_copy(index_dir, tmp_path)
+    client = make_client(index, tiny_checkpoint)
+    before = GalleryIndex.load(index).count
+    query = queries(synthetic_root, 1)
+    enrolled = client.post(
+        "/gallery/enrol", files=upload(query * 2), data={"pid": 4242, "camid": 5}, headers=AUTH
+    )
+    assert enrolled.status_code == 200, enrolled.text
+    assert enrolled.json()["count"] == before + 2 == GalleryIndex.load(index).count
+    top = client.post("/search", files=upload(query), data={"topk": 2}, headers=AUTH).json()[
+        "results"
+    ][0]["hits"]
+    assert [h["pid"] for h in top] == [4242, 4242] and top[0]["score"] > 0.999
+    files = sorted((index / "enrolled").glob("*.jpg"))
+    assert len(files) == 2 and all("_enrol_" in f.name for f in files)  # names the server made
+    identity = client.get("/gallery/identities/4242", headers=AUTH).json()
+    assert identity["cameras"] == [5] and len(identity["images"]) == 2
+    thumb = client.get(f"/gallery/rows/{top[0]['row']}/thumbnail", headers=AUTH)
+    assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.content)).format == "JPEG"
+    removed = client.post("/gallery/remove", json={"pids": [4242]}, headers=AUTH)
+    assert removed.json() == {"removed": 2, "count": before}
+    assert not list((index / "enrolled").glob("*.jpg"))  # our files of removed rows are gone
+    assert client.post("/gallery/remove", json={"pids": [4242]}, headers=AUTH).status_code == 404
+    assert GalleryIndex.load(index).count == before
+
+
+def test_unauthenticated_writes_and_reads_are_refused(
+    index_dir, tiny_checkpoint, synthetic_root, tmp_path
+):
+    index = fresh_copy(index_dir, tmp_path)
+    manifest = (index / "manifest.json").read_bytes()
+    client = make_client(index, tiny_checkpoint)
+    query = upload(queries(synthetic_root, 1))
+    cases = {
+        "no token": {},
+        "wrong token": {"Authorization": "Bearer " + "x" * len(TOKEN)},
+        "wrong scheme": {"Authorization": f"Basic {TOKEN}"},
+    }
+    for headers in cases.values():
+        assert (
+            client.post(
+                "/gallery/enrol", files=query, data={"pid": 1, "camid": 0}, headers=headers
+            ).status_code
+            == 401
+        )
+        assert (
+            client.post("/gallery/remove", json={"pids": [1]}, headers=headers).status_code == 401
+        )
+        assert client.post("/search", files=query, headers=headers).status_code == 401
+        assert client.get("/gallery/rows/0/thumbnail", headers=headers).status_code == 401
+        assert client.get("/gallery", headers=headers).status_code == 401
+    assert (index / "manifest.json").read_bytes() == manifest and not (index / "enrolled").exists()
+    # no token configured: reads are open on loopback, writes are off
+    open_client = make_client(index, tiny_checkpoint, token=None)
+    assert open_client.post("/search", files=query).status_code == 200
+    refused = open_client.post("/gallery/remove", json={"pids": [1]})
+    assert refused.status_code == 401 and "writes are disabled" in refused.json()["detail"]
+    assert (index / "manifest.json").read_bytes() == manifest
+
+
+def test_thumbnails_only_by_row(index_dir, tiny_checkpoint):
+    client = make_client(index_dir, tiny_checkpoint)
+    count = GalleryIndex.load(index_dir).count
+    for path, status in {
+        "/gallery/rows/-1/thumbnail": 404,
+        f"/gallery/rows/{count + 5}/thumbnail": 404,
+        "/gallery/rows/1.5/thumbnail": 422,
+        "/gallery/rows/..%2F..%2Fetc%2Fpasswd/thumbnail": 404,
+        "/gallery/rows/../../etc/passwd": 404,
+        "/gallery/rows/%2Fetc%2Fpasswd/thumbnail": 404,
+        "/gallery/rows/0x10/thumbnail": 422,
+        "/gallery/identities/-1": 404,
+    }.items():
+        response = client.get(path, headers=AUTH)
+        assert response.status_code in (status, 404, 422), (path, response.status_code)
+        assert response.headers["content-type"].startswith("application/json"), path
+        assert b"root:" not in response.content
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width`` × ``height`` (a decompression bomb's shape)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+def test_malformed_and_oversized_uploads(index_dir, tiny_checkpoint):
+    from reid.service.uploads import UploadLimits
+
+    limits = UploadLimits(max_bytes=300_000, max_request_bytes=1_000_000)
+    client = make_client(index_dir, tiny_checkpoint, limits=limits)
+    good = jpeg_bytes()
+    cases = {
+        "text renamed .jpg": (b"this is not an image\n" * 10, 415),
+        "truncated JPEG": (good[: len(good) // 2], 422),
+        "1x1": (jpeg_bytes(size=(1, 1)), 422),
+        "10,000 x 10,000": (png_declaring(10_000, 10_000), 413),
+        "empty": (b"", 422),
+        "over the byte limit": (b"\xff\xd8" + os.urandom(400_000), 413),
+    }
+    for name, (data, status) in cases.items():
+        response = client.post(
+            "/search", files=[("files", ("q.jpg", data, "image/jpeg"))], headers=AUTH
+        )
+        assert response.status_code == status, (name, response.status_code, response.text)
+        assert "q.jpg" in response.json()["detail"], name
+    cmyk = client.post(
+        "/search", files=[("files", ("q.jpg", jpeg_bytes(mode="CMYK"), "image/jpeg"))], headers=AUTH
+    )
+    assert cmyk.status_code == 200  # a real image: converted to RGB like training does
+    assert client.post("/search", data={"topk": 3}, headers=AUTH).status_code == 422  # no file
+    too_many = [("files", (f"q{i}.jpg", good, "image/jpeg")) for i in range(65)]
+    assert client.post("/search", files=too_many, headers=AUTH).status_code == 413
+    whole = [
+        ("files", (f"q{i}.jpg", b"\xff\xd8" + os.urandom(250_000), "image/jpeg")) for i in range(5)
+    ]
+    refused = client.post("/search", files=whole, headers=AUTH)  # each under, together over
+    assert refused.status_code == 413 and "the limit is 1000000" in refused.json()["detail"]
+
+
+# ------------------------------------------------------------------------- a real server process
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``tools/serve.py`` in its own process on a free loopback port."""
+
+    def __init__(self, index, checkpoint, tmp_path, *extra):
+        self.port = free_port()
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(tmp_path / f"server-{self.port}.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "tools/serve.py", "--index", str(index), "--checkpoint", str(checkpoint),
+             "--port", str(self.port), "--token-file", str(token_file), *extra],
+            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)},
+        )  # fmt: skip
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                from reid.service.client import gallery
+
+                gallery(self.url, token=TOKEN, timeout=2)
+                return
+            except Exception:
+                if self.process.poll() is not None:
+                    raise RuntimeError(Path(self.log.name).read_text()) from None
+                time.sleep(0.3)
+        raise RuntimeError("server did not start")
+
+    def stop(self, sig=signal.SIGTERM):
+        self.process.send_signal(sig)
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def test_refuses_to_bind_beyond_loopback_without_a_token(index_dir, tiny_checkpoint):
+    done = subprocess.run(
+        [sys.executable, "tools/serve.py", "--index", str(index_dir), "--checkpoint", str(tiny_checkpoint), "--host", "0.0.0.0"],
+        cwd=REPO, capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "REID_SERVICE_TOKEN"},
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: --host 0.0.0.0: binding beyond loopback needs a token")
+    )
+
+
+def test_a_write_racing_50_searches_sees_old_or_new(
+    index_dir, tiny_checkpoint, synthetic_root, tmp_path
+):
+    from reid.service.client import search
+
+    index = fresh_copy(index_dir, tmp_path)
+    server = Server(index, tiny_checkpoint, tmp_path, "--max-batch", "1")
+    try:
+        query = queries(synthetic_root, 1)[0]
+        old = search(server.url, [query], topk=5, token=TOKEN)["results"][0]["hits"]
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(search, server.url, [query], 5, False, None, None, None, False, TOKEN)
+                       for _ in range(25)]  # fmt: skip
+            enrol = pool.submit(_enrol, server.url, query, 777)
+            futures += [pool.submit(search, server.url, [query], 5, False, None, None, None, False, TOKEN)
+                        for _ in range(25)]  # fmt: skip
+            answers = [f.result()["results"][0]["hits"] for f in futures]
+            assert enrol.result()["added"] == 3
+        new = search(server.url, [query], topk=5, token=TOKEN)["results"][0]["hits"]
+        assert [h["pid"] for h in new[:3]] == [777] * 3
+        key = lambda hits: [(h["row"], h["pid"]) for h in hits]  # noqa: E731
+        assert all(key(a) in (key(old), key(new)) for a in answers)
+    finally:
+        server.stop()
+    assert GalleryIndex.load(index).count == GalleryIndex.load(index_dir).count + 3
+
+
+def _enrol(url, image, pid, copies=3):
+    import urllib.request
+
+    from reid.service.client import _multipart
+
+    body, kind = _multipart(
+        {"pid": pid, "camid": 0},
+        [("files", f"e{i}.jpg", Path(image).read_bytes()) for i in range(copies)],
+    )
+    request = urllib.request.Request(url + "/gallery/enrol", data=body, method="POST")
+    request.add_header("Content-Type", kind)
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.4, 1.2])
+def test_kill_9_during_an_enrol_leaves_the_old_or_the_new_index(
+    index_dir, tiny_checkpoint, synthetic_root, tmp_path, delay
+):
+    index = fresh_copy(index_dir, tmp_path)
+    old = GalleryIndex.load(index).count
+    server = Server(index, tiny_checkpoint, tmp_path)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(_enrol, server.url, queries(synthetic_root, 1)[0], 555, 48)
+        time.sleep(delay)
+        server.stop(signal.SIGKILL)
+    after = GalleryIndex.load(index)  # validates: checksums, counts
+    assert after.count in (old, old + 48)
+    assert after.metadata["pid"].eq(555).sum() in (0, 48)
+    server = Server(index, tiny_checkpoint, tmp_path)  # restarts on what was left
+    try:
+        from reid.service.client import gallery
+
+        assert gallery(server.url, token=TOKEN)["count"] == after.count
+    finally:
+        server.stop()

@@ -510,11 +510,12 @@ class GalleryIndex:
                 np.asarray(query_camids, dtype=np.int64),
                 self.metadata["camid"].to_numpy() if self.backend == "faiss" else None,
             )
-        known = self.metadata.set_index("row")[["path", "pid", "camid"]]
         total, fetch = self.count, min(self.count, k)
+        stored = self.metadata["row"].to_numpy()  # increasing: rows are appended in order
         while True:
             scores, rows = self.store.search(features, fetch, exclude, nprobe, ef)
-            valid = (rows >= 0) & np.isin(rows, known.index.to_numpy())
+            at = np.minimum(np.searchsorted(stored, rows), len(stored) - 1)
+            valid = (rows >= 0) & (stored[at] == rows)  # rows the metadata lists
             if (
                 fetch >= total
                 or (valid.sum(axis=1) >= min(k, total)).all()
@@ -522,14 +523,20 @@ class GalleryIndex:
             ):
                 break
             fetch = min(total, fetch * 2 + 16)
-        hits = []
-        for q in range(len(features)):
-            kept = np.flatnonzero(valid[q])[:k]
-            hits += [
-                (q, rank + 1, float(scores[q, j]), int(rows[q, j])) for rank, j in enumerate(kept)
-            ]
-        table = pd.DataFrame(hits, columns=["query", "rank", "score", "row"])
-        return table.join(known, on="row")
+        keep = valid & (np.cumsum(valid, axis=1) <= k)
+        query, column = np.nonzero(keep)
+        position = at[query, column]
+        return pd.DataFrame(
+            {
+                "query": query.astype(np.int64),
+                "rank": (np.cumsum(keep, axis=1)[query, column]).astype(np.int64),
+                "score": scores[query, column].astype(np.float64),
+                "row": rows[query, column].astype(np.int64),
+                "path": self.metadata["path"].to_numpy()[position],
+                "pid": self.metadata["pid"].to_numpy()[position],
+                "camid": self.metadata["camid"].to_numpy()[position],
+            }
+        )
 
     def recall_at(self, queries: np.ndarray, ks=(1, 10), nprobe=None, ef=None) -> dict:
         """Recall@k of this index against exact search over the stored vectors (needs features)."""

@@ -3,9 +3,9 @@
 One worker thread owns the model. A request puts its images on the queue and waits; the worker
 takes the first waiting request, then keeps taking requests until it holds ``max_batch`` images
 or ``max_wait_ms`` have passed since the first, embeds them in one forward pass and hands each
-request its rows. It waits for company only while other requests are on their way (announced
-with :meth:`expect` when they arrive, before their uploads are decoded): a request alone is
-embedded at once, and under load batches fill and throughput grows.
+request its rows. It waits for company only under load (the previous batch held more than one request) or while
+other requests are announced (:meth:`expect`, before their uploads are decoded): a request
+alone is embedded at once, and under load batches fill and throughput grows.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class MicroBatcher:
         self.embed, self.max_batch, self.max_wait = embed, int(max_batch), max_wait_ms / 1000
         self._queue: queue.Queue = queue.Queue()
         self._expected = 0
+        self._last_requests = 0  # requests in the previous batch: > 1 means there is load
         self._lock = threading.Lock()
         self.batch_sizes: list[int] = []
         self._stop = threading.Event()
@@ -65,8 +66,8 @@ class MicroBatcher:
             waiting, count = [first], len(first[0])
             deadline = time.monotonic() + self.max_wait
             while count < self.max_batch:
-                if self._queue.empty() and self._expected == 0:
-                    break  # nobody else is coming: do not wait for company
+                if self._queue.empty() and self._expected == 0 and self._last_requests <= 1:
+                    break  # no load and nobody announced: do not wait for company
                 left = deadline - time.monotonic()
                 try:
                     item = (
@@ -92,6 +93,7 @@ class MicroBatcher:
                 future.set_exception(exc)
             return
         self.batch_sizes.append(count)
+        self._last_requests = len(waiting)
         start = 0
         for batch, future in waiting:
             future.set_result(features[start : start + len(batch)])

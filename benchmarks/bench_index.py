@@ -76,7 +76,7 @@ def tree_rss(pid: int | None) -> int:
 def measure(backend, name, options, gallery, unit, truth, args, server_pid, tmp):
     out = Path(tmp) / f"{backend}-{name}"
     paths = [f"/g/{i}.jpg" for i in range(len(gallery))]
-    rss_before = tree_rss(server_pid)
+    rss_before, rss_growth = tree_rss(server_pid), 0
     start = time.perf_counter()
     index = GalleryIndex.build(gallery, paths, options=options, directory=out)
     index.save(out)
@@ -84,8 +84,12 @@ def measure(backend, name, options, gallery, unit, truth, args, server_pid, tmp)
     index = GalleryIndex.load(out, verify=False)
     if backend == "faiss":
         memory = sum(p.stat().st_size for p in out.glob("index.*.faiss"))
-    else:
-        memory = tree_rss(server_pid) - rss_before
+    else:  # the loaded segments' size as the server reports it (its RSS growth is noisier)
+        from pymilvus import utility
+
+        segments = utility.get_query_segment_info(index.store.physical, using=index.store._using)
+        memory = sum(int(s.mem_size) for s in segments)
+        rss_growth = tree_rss(server_pid) - rss_before
     search = dict(
         nprobe=args.nprobe if "IVF" in name else None, ef=args.ef if "HNSW" in name else None
     )
@@ -107,6 +111,7 @@ def measure(backend, name, options, gallery, unit, truth, args, server_pid, tmp)
         "build_s": round(build_s, 2),
         "build_vectors_per_s": round(len(gallery) / build_s),
         "memory_mb": round(memory / 2**20, 1),
+        "server_rss_growth_mb": round(rss_growth / 2**20, 1) if backend == "milvus" else None,
         "qps_batch": round(len(unit) / batch_s),
         "qps_single": round(len(single) / single_s, 1),
         "recall@1": float(np.mean(found[:, 0] == truth[:, 0])),

@@ -405,7 +405,11 @@ class MilvusStore:
         return out_scores, out_rows
 
     def save(self, directory: Path, generation: str) -> dict:
+        """Flush, and wait until the server has built the index over every sealed segment:
+        until then Milvus answers from an interim index (approximate even for ``FLAT``
+        neighbours' types), so an export is done only when its index type is in force."""
         self._collection().flush()
+        self._utility().wait_for_index_building_complete(self.physical, using=self._using)
         return {}
 
     def describe(self) -> dict:

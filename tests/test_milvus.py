@@ -321,3 +321,60 @@ def test_tools_end_to_end_with_milvus(milvus_uri, tiny_checkpoint, synthetic_roo
     )
     assert "--nprobe: applies to IVF indexes" in wrong.stderr
     time.sleep(0)
+
+
+def test_wrong_server_collection_model_dim_and_field_are_one_line_before_any_write(
+    milvus_uri, tiny_checkpoint, synthetic_root, tmp_path
+):
+    """Server down, a collection dropped behind the manifest, another model's collection, a
+    dimension mismatch, a filter on a field that does not exist: one ``error:`` line each,
+    before anything is written."""
+    import socket
+
+    from reid.index.store import NotEqual
+
+    def tool(name, *args):
+        done = subprocess.run([sys.executable, f"tools/{name}.py", *map(str, args)], cwd=REPO,
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+        assert done.returncode != 0, done.stdout
+        lines = done.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+        return lines[-1]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    fresh = tmp_path / "never"
+    line = tool("export_index", "--checkpoint", tiny_checkpoint, "--gallery", synthetic_root, "--out", fresh,
+                "--backend", "milvus", "--uri", dead, "--collection", "x")  # fmt: skip
+    assert f"--uri {dead}: cannot connect to Milvus" in line and not fresh.exists()
+    features, paths, pids, camids = gallery(n=80)
+    query = sorted((synthetic_root / "query").glob("*.jpg"))[0]
+
+    def search_error(out):
+        return tool("search", "--index", out, "--checkpoint", tiny_checkpoint, query)
+
+    out = export(tmp_path, milvus_uri, "tampered", features, paths, pids, camids)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key, value, message in [
+        ("model_hash", "0" * 64, "made for another model or dimension"),
+        ("dim", 16, "made for another model or dimension"),
+    ]:
+        (out / "manifest.json").write_text(json.dumps({**manifest, key: value}))
+        assert message in search_error(out)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="filter on 'colour': not a stored field"):
+        GalleryIndex.load(out).store.search(
+            features[:1], 3, NotEqual("colour", np.zeros(1, np.int64))
+        )
+    with pytest.raises(StoreError, match="filter on 'colour'"):
+        GalleryIndex.build(features, paths).store.search(
+            features[:1], 3, NotEqual("colour", np.zeros(1))
+        )
+    from pymilvus import MilvusClient
+
+    MilvusClient(uri=milvus_uri).drop_collection(manifest["store"]["physical"])
+    assert "not found (dropped behind the manifest's back?)" in search_error(out)
+    before = sorted(p.name for p in out.iterdir())
+    line = tool("export_index", "--out", out, "--remove-pids", int(pids[0]))
+    assert "not found" in line and sorted(p.name for p in out.iterdir()) == before

@@ -11,7 +11,7 @@ import faiss
 import numpy as np
 
 from .. import atomic
-from .store import NotEqual, StoreError
+from .store import NotEqual, StoreError, check_filter
 
 SUFFIX = ".faiss"
 VERSION = faiss.__version__
@@ -96,6 +96,7 @@ class FaissStore:
         return np.arange(int(keep.sum()), dtype=np.int64)
 
     def search(self, queries, k, exclude: NotEqual | None = None, nprobe=None, ef=None):
+        check_filter(exclude)
         if nprobe is not None and "IVF" in self.factory:
             faiss.extract_index_ivf(self.index).nprobe = nprobe
         if ef is not None and "HNSW" in self.factory:

@@ -155,7 +155,7 @@ def _metadata(rows, paths, pids, camids) -> pd.DataFrame:
     )
 
 
-def _store_section(manifest: dict) -> dict:
+def store_section(manifest: dict) -> dict:
     """The manifest's store description (indexes written before the seam: FAISS)."""
     return manifest.get("store") or {"backend": "faiss", "factory": manifest.get("factory", "Flat")}
 
@@ -218,7 +218,7 @@ class GalleryIndex:
             if directory is None:
                 raise StoreError("a Milvus index needs its index folder (--out) to journal in")
             old = read_manifest(Path(directory))
-            owned = _store_section(old).get("physical") if old else None
+            owned = store_section(old).get("physical") if old else None
             store = MilvusStore.create(
                 options, features.shape[1], model_hash, Path(directory), owned
             )
@@ -299,7 +299,7 @@ class GalleryIndex:
         if hasattr(self.store, "committed"):
             self.store.committed()
         if old is not None:  # the previous generation: ours by its manifest and checksum
-            previous, current = _store_section(old), manifest["store"]
+            previous, current = store_section(old), manifest["store"]
             if previous["backend"] == "milvus" and (previous["uri"], previous["physical"]) != (
                 current.get("uri"),
                 current.get("physical"),
@@ -358,7 +358,7 @@ class GalleryIndex:
             if verify and sha256(path) != expected:
                 raise IndexFormatError(f"{path}: checksum mismatch (file changed or corrupt)")
         roles = role_files(manifest)
-        section = _store_section(manifest)
+        section = store_section(manifest)
         if "metadata" not in roles or (section["backend"] == "faiss" and "index" not in roles):
             raise IndexFormatError(f"{manifest_path}: lists no index or metadata file")
         try:

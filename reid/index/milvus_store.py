@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .. import atomic
-from .store import NotEqual, StoreError
+from .store import NotEqual, StoreError, check_filter
 
 TOKEN_ENV = "MILVUS_TOKEN"
 MARKER = "reid-gallery-index"
@@ -39,6 +39,7 @@ MAX_PATH = 4096
 #: bulk insert batch size in bytes (vectors + paths): below the server's 64 MiB gRPC message
 BATCH_BYTES = 16 << 20
 _QUERY_PAGE = 16384
+CONNECT_TIMEOUT_S = 10
 
 
 def check_uri(uri: str) -> None:
@@ -96,8 +97,9 @@ class MilvusStore:
         self._using = f"reid-{os.getpid()}-{id(self)}"
         try:
             m.connections.connect(
-                alias=self._using, uri=self.uri, token=os.environ.get(TOKEN_ENV, ""), timeout=30
-            )
+                alias=self._using, uri=self.uri, token=os.environ.get(TOKEN_ENV, ""),
+                timeout=CONNECT_TIMEOUT_S,
+            )  # fmt: skip
         except Exception as exc:
             raise StoreError(
                 f"--uri {self.uri}: cannot connect to Milvus ({_short(exc)})"
@@ -122,6 +124,29 @@ class MilvusStore:
 
     # ------------------------------------------------------------------ create / open
     @classmethod
+    def check_target(cls, options, owned_physical: str | None = None) -> None:
+        """Before any work: the server answers and ``--collection`` is free or ours."""
+        store = cls(options.uri, options.collection, "", 1, options.index_type, options.params)
+        try:
+            store._check_alias(options, owned_physical)
+        finally:
+            store.close()
+
+    def _check_alias(self, options, owned_physical: str | None) -> str | None:
+        current = self.resolve_alias()
+        if current is not None and current != owned_physical:
+            raise StoreError(
+                f"--collection {options.collection}: already exists on {options.uri} and is not "
+                "the collection this index folder points to; choose another name"
+            )
+        if current is None and self._has(options.collection):
+            raise StoreError(
+                f"--collection {options.collection}: a collection of that name exists on "
+                f"{options.uri} (not made by this toolkit); choose another name"
+            )
+        return current
+
+    @classmethod
     def create(cls, options, dim: int, model_hash: str, journal_dir: Path,
                owned_physical: str | None = None) -> MilvusStore:  # fmt: skip
         """A new physical collection for an export to ``journal_dir``. The alias may already
@@ -132,17 +157,7 @@ class MilvusStore:
         physical = f"{options.collection}_{secrets.token_hex(4)}"
         store = cls(options.uri, options.collection, physical, dim, options.index_type,
                     options.params, journal_dir)  # fmt: skip
-        current = store.resolve_alias()
-        if current is not None and current != owned_physical:
-            raise StoreError(
-                f"--collection {options.collection}: already exists on {options.uri} and is not "
-                "the collection this index folder points to; choose another name"
-            )
-        if current is None and store._has(options.collection):
-            raise StoreError(
-                f"--collection {options.collection}: a collection of that name exists on "
-                f"{options.uri} (not made by this toolkit); choose another name"
-            )
+        current = store._check_alias(options, owned_physical)
         store._replaces = current
         store._begin({"create": physical, "replaces": current})
         m = _pymilvus()
@@ -378,6 +393,7 @@ class MilvusStore:
             params["ef"] = max(int(ef or 64), k)
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         out_rows = np.full((len(queries), k), -1, dtype=np.int64)
+        check_filter(exclude)
         groups = {None: np.arange(len(queries))}
         if exclude is not None:
             values = np.asarray(exclude.values, dtype=np.int64)

@@ -54,6 +54,17 @@ class NotEqual:
     gallery: np.ndarray | None = None
 
 
+#: the fields every store keeps per row and can filter on
+FILTER_FIELDS = ("pid", "camid")
+
+
+def check_filter(exclude: NotEqual | None) -> None:
+    if exclude is not None and exclude.field not in FILTER_FIELDS:
+        raise StoreError(
+            f"filter on {exclude.field!r}: not a stored field (fields: {', '.join(FILTER_FIELDS)})"
+        )
+
+
 @dataclass(frozen=True)
 class StoreOptions:
     """What an export is asked to build; ``describe`` is what the manifest records."""

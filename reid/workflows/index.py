@@ -62,6 +62,12 @@ def export_index(
             raise ReidError(f"--far {far}: must be between 0 and 1")
         calibration_set = calibration_split(calibrate)
     store = store or StoreOptions(factory=factory)
+    if store.backend == "milvus" and not append:  # the server answers, the name is free or ours
+        from ..index.gallery import read_manifest, store_section
+        from ..index.milvus_store import MilvusStore
+
+        old = read_manifest(Path(out)) if Path(out).is_dir() else None
+        MilvusStore.check_target(store, store_section(old).get("physical") if old else None)
     with lock_folder(out, "index export or removal", "--out"):
         index = GalleryIndex.load(out, writer=True) if append else None
         embedder = Embedder.open(model, device, batch_size)

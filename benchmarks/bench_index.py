@@ -125,6 +125,18 @@ def measure(backend, name, options, gallery, unit, truth, args, server_pid, tmp)
     return row
 
 
+def cpu_name() -> str:
+    """The CPU model and whether it has AVX-512 (machines differ between sessions)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.machine()
+    model = next(
+        (x.split(":", 1)[1].strip() for x in info.splitlines() if x.startswith("model name")), ""
+    )
+    return f"{model or platform.machine()}, {'AVX-512' if 'avx512f' in info else 'no AVX-512'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -186,7 +198,7 @@ def main() -> None:
             for k, v in vars(args).items()
             if v is not None and k != "out"
         ),
-        "machine": f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores",
+        "machine": f"{cpu_name()}, {psutil.cpu_count()} cores",
         "faiss": FAISS_VERSION,
         "nprobe": args.nprobe,
         "ef": args.ef,

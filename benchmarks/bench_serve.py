@@ -75,6 +75,18 @@ def stats(port) -> dict:
         return json.loads(response.read())
 
 
+def cpu_name() -> str:
+    """The CPU model and whether it has AVX-512 (machines differ between sessions)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.machine()
+    model = next(
+        (x.split(":", 1)[1].strip() for x in info.splitlines() if x.startswith("model name")), ""
+    )
+    return f"{model or platform.machine()}, {'AVX-512' if 'avx512f' in info else 'no AVX-512'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -156,7 +168,7 @@ def main() -> None:
             for k, v in vars(args).items()
             if k != "out"
         ),
-        "machine": f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores (client and server share them)",
+        "machine": f"{cpu_name()}, {psutil.cpu_count()} cores (client and server share them)",
         "rows": rows,
         "throughput_vs_concurrency_1": {
             r["concurrency"]: round(r["throughput_rps"] / base, 2) for r in rows

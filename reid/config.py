@@ -169,6 +169,10 @@ CHOICES = {
 }
 
 
+#: what a string field holds after YAML read one of its boolean words, and the choice it was
+YAML_BOOLEAN_WORDS = {"False": "off", "True": "on"}
+
+
 #: the range of every numeric key: (low, high, low_open, high_open); None means unbounded.
 #: ``tests/test_config.py`` fails for a numeric key that is missing here and tries the values
 #: just outside each range.
@@ -245,7 +249,15 @@ def validate(config: DictConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: {key}={_get(config, key)!r}: {why}")
 
     for key, valid in CHOICES.items():
-        if _get(config, key) not in valid:
+        value = _get(config, key)
+        word = YAML_BOOLEAN_WORDS.get(str(value))
+        if value not in valid and word is not None and word in valid:
+            # YAML 1.1 reads off/on/no/yes as booleans, which a string field stores as
+            # "False"/"True": the user wrote the choice, give it back
+            section, name = key.split(".")
+            config[section][name] = word
+            continue
+        if value not in valid:
             bad(key, f"unknown value; valid: {', '.join(valid)}")
     backbone = config.model.backbone
     if backbone not in TORCHVISION and not (

@@ -1,8 +1,11 @@
 """Seeded short training runs whose numbers must not change when the code is reorganised.
 
 ``python -m tests.seeded_runs --record`` trains each run of ``RUNS`` on the suite's synthetic set
-and writes ``tests/golden/seeded_runs.json``: per epoch every loss term, accuracy and center
-angles, and the final R1/mAP/mINP, with the machine that produced them. ``test_seeded_runs.py``
+and writes this machine kind's record into ``tests/golden/seeded_runs.json`` (one record per
+kind: machine, AVX-512 or not, torch version; the others are kept): per epoch every loss term,
+accuracy and center angles, and the final R1/mAP/mINP. A new kind is added by ``--record``
+only after ``test_seeded_runs.py`` passed on it against an existing kind within the cross-kind
+tolerance, so that a new record cannot carry in a change of numbers. ``test_seeded_runs.py``
 trains them again and compares (see there for the tolerance). Record only when a change is meant
 to change the numbers, and say so in the commit.
 
@@ -114,13 +117,21 @@ def main() -> None:
         root = synthetic(Path(tmp) / "synthetic")
         runs = {name: train_run(name, root, Path(tmp) / name) for name in RUNS}
     record = {"machine": machine(), "runs": runs}
-    text = json.dumps(record, indent=1) + "\n"
     if args.record:
+        others = [r for r in records() if r["machine"] != record["machine"]]
         GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(text)
-        print(f"wrote {GOLDEN}")
+        GOLDEN.write_text(json.dumps({"records": [*others, record]}, indent=1) + "\n")
+        print(f"wrote {GOLDEN}: {1 + len(others)} machine kinds")
     else:
-        print(text)
+        print(json.dumps(record, indent=1))
+
+
+def records() -> list[dict]:
+    """Every recorded machine kind (the file's first format held one record)."""
+    if not GOLDEN.is_file():
+        return []
+    data = json.loads(GOLDEN.read_text())
+    return data["records"] if "records" in data else [data]
 
 
 if __name__ == "__main__":

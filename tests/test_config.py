@@ -71,3 +71,20 @@ def test_moved_center_keys_still_load_under_their_new_names():
     del stored["centers"]
     stored["head"].update({k.split(".")[1]: v for k, v in old.items()})
     assert dict(config_from_dict(stored).centers) == values
+
+
+def test_choice_words_yaml_reads_as_booleans_are_kept(tmp_path):
+    """``train.amp=off`` and ``data.cache=off`` (YAML 1.1 reads ``off`` as false) mean the choice
+    ``off``, on the command line and in a file; other keys' booleans are untouched."""
+    from reid.config import CHOICES, load_config
+
+    offs = [key for key, valid in CHOICES.items() if "off" in valid]
+    assert {"train.amp", "data.cache"} <= set(offs)
+    cfg = load_config(None, [f"{key}=off" for key in offs])
+    assert all(cfg[k.split(".")[0]][k.split(".")[1]] == "off" for k in offs)
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  amp: off\ndata:\n  cache: off\n")
+    cfg = load_config(path)
+    assert cfg.train.amp == "off" and cfg.data.cache == "off"
+    with pytest.raises(Exception, match="train.amp='True'|unknown value"):
+        load_config(None, ["train.amp=yes"])  # no "on" choice: still refused, naming the key

@@ -17,14 +17,20 @@ import shutil
 import pytest
 
 from tests.conftest import REPO
-from tests.seeded_runs import GOLDEN, RUNS, machine, train_run
+from tests.seeded_runs import RUNS, machine, records, train_run
 
-GOLDEN_RECORD = json.loads(GOLDEN.read_text())
-SAME_MACHINE = GOLDEN_RECORD["machine"] == machine()
+RECORDS = records()
+#: this machine kind's record when there is one (printed digits must match exactly), else the
+#: first record, compared within the cross-kind tolerance
+OWN = [r for r in RECORDS if r["machine"] == machine()]
+SAME_MACHINE = bool(OWN)
+GOLDEN_RECORD = OWN[0] if OWN else RECORDS[0]
 
-#: printed digits per key (the trainer's log format) and the cross-machine tolerance
+#: printed digits per key (the trainer's log format) and the cross-machine-kind tolerance.
+#: Two epochs of training amplify float reordering: between the AVX2 AMD EPYC record and an
+#: AVX-512 Xeon the triplet loss of epoch 2 differed by 1.3% and the total by 0.44% (2026-12-02)
 PRINTED = {"loss": 4, "acc": 3, "angle": 1, "metric": 4}  # metrics print as %.2f%%
-TOLERANCE = {"loss": ("rel", 2e-3), "acc": ("abs", 1 / 64), "angle": ("abs", 0.5), "metric": ("abs", 0.02)}  # fmt: skip
+TOLERANCE = {"loss": ("rel", 3e-2), "acc": ("abs", 1 / 32), "angle": ("abs", 1.0), "metric": ("abs", 0.03)}  # fmt: skip
 
 
 def kind(key: str) -> str:
@@ -93,3 +99,20 @@ def test_study_skips_the_committed_runs(grid_file, tmp_path, monkeypatch):
         )
         skipped += 1
     assert skipped >= 5
+
+
+def test_arm_seeds_add_runs_without_reordering_the_grids(tmp_path):
+    """An arm's own ``seeds`` (a third seed for the decisive pair) adds its runs after the
+    grid's seeds; arms without ``seeds`` run exactly the grid's, in the same order as before."""
+    from reid.workflows.study import Grid
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "config: c.yaml\ndata: {50: a, 1: b}\nseeds: [0, 1]\narms:\n"
+        "  - {name: x}\n  - {name: y, seeds: [0, 1, 2]}\n  - {name: z, rhos: [50]}\n"
+    )
+    runs = [(a.name, r, s) for a, r, s in Grid.load(grid).runs()]
+    assert runs == [
+        ("x", 50, 0), ("y", 50, 0), ("z", 50, 0), ("x", 50, 1), ("y", 50, 1), ("z", 50, 1),
+        ("y", 50, 2), ("x", 1, 0), ("y", 1, 0), ("x", 1, 1), ("y", 1, 1), ("y", 1, 2),
+    ]  # fmt: skip

@@ -46,6 +46,8 @@ class Arm:
     pair: str | None = None
     rhos: list | None = None
     engine: str = "reid"
+    #: this arm's seeds, when they differ from the grid's (e.g. a third seed for the decisive pair)
+    seeds: list | None = None
 
 
 @dataclass
@@ -83,13 +85,16 @@ class Grid:
         )
 
     def runs(self) -> list[tuple[Arm, float, int]]:
-        """Every (arm, ρ, seed), in the order the grid lists ρ, then seeds, then arms."""
+        """Every (arm, ρ, seed), in the order the grid lists ρ, then seeds (the grid's, then
+        arms' extra ones), then arms."""
         out = []
+        extra = sorted({s for arm in self.arms for s in (arm.seeds or [])} - set(self.seeds))
         for rho in self.data:
-            for seed in self.seeds:
+            for seed in [*self.seeds, *extra]:
                 for arm in self.arms:
                     if arm.rhos is None or rho in [float(r) for r in arm.rhos]:
-                        out.append((arm, rho, seed))
+                        if seed in (arm.seeds if arm.seeds is not None else self.seeds):
+                            out.append((arm, rho, seed))
         return out
 
 

@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,10 +104,16 @@ def remove_path(path: Path) -> None:
             pass
 
 
-def _fsync(path: Path) -> None:
-    if path.is_dir():
+def _fsync(path: Path, recursive: bool = False) -> None:
+    """fsync a file or a folder's entry table; ``recursive``: a folder we wrote (a staged temp),
+    with everything in it. Sockets, FIFOs and devices are not data and are never opened (a
+    folder that holds one, like /tmp, is still synced as a folder)."""
+    if recursive and path.is_dir() and not path.is_symlink():
         for child in path.iterdir():
-            _fsync(child)
+            _fsync(child, recursive=True)
+    mode = path.lstat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -163,9 +170,9 @@ def atomic_path(target: str | Path, tag: str = "") -> Iterator[Path]:
         mode = (target.stat().st_mode & 0o7777) if target.is_file() else _umask_mode()
         if tmp.is_file():
             os.chmod(tmp, mode)
-        _fsync(tmp)
+        _fsync(tmp, recursive=True)
         os.replace(tmp, target)
-        _fsync(target.absolute().parent)
+        _fsync(target.absolute().parent)  # the rename itself: the folder's entries, not its files
     except BaseException as exc:
         remove_path(tmp)
         error = user_error(exc, target)

@@ -799,3 +799,32 @@ def test_fault_table_is_current():
     from tests.fault_table import TABLE, render
 
     assert TABLE.read_text() == render()
+
+
+def test_an_atomic_write_beside_a_socket_a_fifo_and_an_unreadable_file(tmp_path):
+    """Output folder also holding a socket, a FIFO, an unreadable file (like /tmp) → the write succeeds, those entries are never opened.
+
+    The folder is synced as a folder (its entry table), not file by file."""
+    import socket
+
+    from reid import atomic
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(folder / "app.sock"))
+    os.mkfifo(folder / "pipe")
+    locked = folder / "locked.txt"
+    locked.write_text("not ours")
+    locked.chmod(0)
+    try:
+        atomic.write_json(folder / "out.json", {"ok": True})
+        staged = folder / "tree"
+        with atomic.atomic_path(staged) as tmp:
+            (tmp / "a").mkdir(parents=True)
+            (tmp / "a" / "b.txt").write_text("x")
+        assert json.loads((folder / "out.json").read_text()) == {"ok": True}
+        assert (staged / "a" / "b.txt").read_text() == "x"
+    finally:
+        server.close()
+        locked.chmod(0o600)

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
+from machine import cpu_description
 
 from reid.index import GalleryIndex
 from reid.index.faiss_store import VERSION as FAISS_VERSION
@@ -125,18 +125,6 @@ def measure(backend, name, options, gallery, unit, truth, args, server_pid, tmp)
     return row
 
 
-def cpu_name() -> str:
-    """The CPU model and whether it has AVX-512 (machines differ between sessions)."""
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        return platform.machine()
-    model = next(
-        (x.split(":", 1)[1].strip() for x in info.splitlines() if x.startswith("model name")), ""
-    )
-    return f"{model or platform.machine()}, {'AVX-512' if 'avx512f' in info else 'no AVX-512'}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -198,7 +186,7 @@ def main() -> None:
             for k, v in vars(args).items()
             if v is not None and k != "out"
         ),
-        "machine": f"{cpu_name()}, {psutil.cpu_count()} cores",
+        "machine": cpu_description(),
         "faiss": FAISS_VERSION,
         "nprobe": args.nprobe,
         "ef": args.ef,

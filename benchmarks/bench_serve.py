@@ -16,7 +16,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import psutil
+from machine import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -73,18 +72,6 @@ def stats(port) -> dict:
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
-
-
-def cpu_name() -> str:
-    """The CPU model and whether it has AVX-512 (machines differ between sessions)."""
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        return platform.machine()
-    model = next(
-        (x.split(":", 1)[1].strip() for x in info.splitlines() if x.startswith("model name")), ""
-    )
-    return f"{model or platform.machine()}, {'AVX-512' if 'avx512f' in info else 'no AVX-512'}"
 
 
 def main() -> None:
@@ -168,7 +155,7 @@ def main() -> None:
             for k, v in vars(args).items()
             if k != "out"
         ),
-        "machine": f"{cpu_name()}, {psutil.cpu_count()} cores (client and server share them)",
+        "machine": f"{cpu_description()} (client and server share them)",
         "rows": rows,
         "throughput_vs_concurrency_1": {
             r["concurrency"]: round(r["throughput_rps"] / base, 2) for r in rows

@@ -1,0 +1,27 @@
+"""The machine a benchmark ran on, for its results file (machines differ between sessions)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_name() -> str:
+    """The CPU model and core count, e.g. ``Intel(R) Xeon(R) Processor (2 cores)``."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
+    return platform.processor() or platform.machine()
+
+
+def cpu_description() -> str:
+    """:func:`cpu_name` and whether the CPU has AVX-512 (float results differ between kinds)."""
+    return f"{cpu_name()}, {'AVX-512' if 'avx512f' in _cpuinfo() else 'no AVX-512'}"

@@ -115,6 +115,9 @@ class TrainConfig:
     deterministic: bool = False
     max_iters_per_epoch: int = 0  # 0 = the sampler's epoch
     log_every: int = 20  # iterations between progress lines when the log is not a terminal; 0: off
+    # intra-op threads of the training process; 0: torch's default (one per core). A run's
+    # numbers depend on it (the order of float sums), not on what runs beside it
+    threads: int = 0
 
 
 @dataclass
@@ -215,6 +218,7 @@ RANGES = {
     "train.seed": (0, 2**32 - 1, False, False),
     "train.max_iters_per_epoch": (0, 10**7, False, False),
     "train.log_every": (0, 10**7, False, False),
+    "train.threads": (0, 4096, False, False),
     "eval.every": (0, 100000, False, False),
     "eval.batch_size": (1, 65536, False, False),
 }

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from reid.index import GalleryIndex, IndexFormatError
 from reid.index.store import StoreError, StoreOptions, parse_store_options
 from tests.conftest import REPO
 from tests.numeric import assert_topk_tie_aware, score_tolerance
+from tests.test_faults import one_error_line, run_tool
 
 SCORE_TOL_ULPS = 8  # FAISS and Milvus (knowhere) are two inner-product kernels
 
@@ -280,10 +280,9 @@ def test_approximate_types_report_recall(milvus_uri, tmp_path, index_type, param
 
 
 def test_tools_end_to_end_with_milvus(milvus_uri, tiny_checkpoint, synthetic_root, tmp_path):
-    def tool(name, *args, ok=True):
-        done = subprocess.run([sys.executable, f"tools/{name}.py", *map(str, args)], cwd=REPO,
-                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
-        assert (done.returncode == 0) == ok, done.stderr + done.stdout
+    def tool(name, *args):
+        done = run_tool(name, *args)
+        assert done.returncode == 0, done.stderr + done.stdout
         return done
 
     out = tmp_path / "idx"
@@ -314,13 +313,12 @@ def test_tools_end_to_end_with_milvus(milvus_uri, tiny_checkpoint, synthetic_roo
     pid = int(query.name.split("_")[0])
     tool("export_index", "--out", out, "--remove-pids", pid)
     assert not GalleryIndex.load(out).metadata["pid"].eq(pid).any()
-    bad = tool("export_index", "--out", out, "--remove-pids", 1, "--uri", milvus_uri, ok=False)
-    assert bad.stderr.strip().splitlines()[-1].startswith("error: --uri")
-    wrong = tool(
-        "search", "--index", out, "--checkpoint", tiny_checkpoint, "--nprobe", 4, query, ok=False
+    bad = run_tool("export_index", "--out", out, "--remove-pids", 1, "--uri", milvus_uri)
+    assert one_error_line(bad).startswith("error: --uri")
+    wrong = run_tool(
+        "search", "--index", out, "--checkpoint", tiny_checkpoint, "--nprobe", 4, query
     )
-    assert "--nprobe: applies to IVF indexes" in wrong.stderr
-    time.sleep(0)
+    one_error_line(wrong, "--nprobe: applies to IVF indexes")
 
 
 def test_wrong_server_collection_model_dim_and_field_are_one_line_before_any_write(
@@ -334,12 +332,7 @@ def test_wrong_server_collection_model_dim_and_field_are_one_line_before_any_wri
     from reid.index.store import NotEqual
 
     def tool(name, *args):
-        done = subprocess.run([sys.executable, f"tools/{name}.py", *map(str, args)], cwd=REPO,
-                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
-        assert done.returncode != 0, done.stdout
-        lines = done.stderr.strip().splitlines()
-        assert lines[-1].startswith("error: ") and "Traceback" not in done.stderr, done.stderr
-        return lines[-1]
+        return one_error_line(run_tool(name, *args))  # exit 2, one error line, no traceback
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

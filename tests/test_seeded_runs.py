@@ -66,6 +66,7 @@ STUDIES = {
     "ir_study/grid.yaml": "ir_study",
     "ir_study/tune_grid.yaml": "ir_study/tune",
     "ir_curve/grid.yaml": "ir_curve",
+    "ir_study_4x/grid.yaml": "ir_study_4x",
 }
 
 
@@ -98,7 +99,8 @@ def test_study_skips_the_committed_runs(grid_file, tmp_path, monkeypatch):
             committed.read_text()
         )
         skipped += 1
-    assert skipped >= 5
+    # every committed run is one the grid declares (a grid just started may have none yet)
+    assert skipped == len(list((source / "runs").glob("*/result.json")))
 
 
 def test_arm_seeds_add_runs_without_reordering_the_grids(tmp_path):

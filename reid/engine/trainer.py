@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -247,16 +248,30 @@ def fit(
     files, those its ledger lists, only once every check has passed.
     """
     run_dir = Path(run_dir)
-    if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 holds the folder and writes it
-        return _fit(cfg, run_dir, resume, progress, replace, check_names=False)
-    created = not run_dir.exists()
+    with intra_op_threads(cfg.train.threads):
+        if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 holds the folder and writes it
+            return _fit(cfg, run_dir, resume, progress, replace, check_names=False)
+        created = not run_dir.exists()
+        try:
+            with lock_folder(run_dir, "training run", "--output"):
+                return _fit(cfg, run_dir, resume, progress, replace, check_names=not resume)
+        except BaseException:
+            if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # a run that failed its checks leaves no empty folder behind
+            raise
+
+
+@contextmanager
+def intra_op_threads(threads: int):
+    """``train.threads`` for the duration of one run (0: leave torch's setting), then the
+    process's own setting again (a study runs many runs in one process)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     try:
-        with lock_folder(run_dir, "training run", "--output"):
-            return _fit(cfg, run_dir, resume, progress, replace, check_names=not resume)
-    except BaseException:
-        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # a run that failed its checks leaves no empty folder behind
-        raise
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _fit(

@@ -8,13 +8,22 @@ Every run writes ``DIR/runs/ID/result.json`` when done; a rerun skips those, res
 mid-way from its ``last.pt``, and restarts one killed before its first epoch ended. After every
 run the summaries are rewritten: ``results.csv`` (one row per run), ``results.md`` (mean ± std
 per arm and ρ, and the paired IR − learned differences) and ``map_vs_rho.png``.
+
+``parallel=N`` (``--parallel N``) trains N runs side by side, each in a process of its own; a
+fine-tuning run starts once its parent has finished. The runs' own ``train.threads`` says how many
+threads each uses, so a run's numbers do not depend on N or on what runs beside it; N runs of
+``train.threads`` each must fit the cores this process may use (checked before any run starts).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +32,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from ..config import ConfigError, load_config
+from ..errors import ReidError
 from ..outputs import OutputFolder
 from .train import train_to_end
 
@@ -31,11 +41,15 @@ log = logging.getLogger(__name__)
 COLUMNS = [
     "arm", "head", "weights", "rho", "seed", "init_from", "rank1", "mAP", "mINP", "wall_s",
     "center_angle_rare", "center_angle_mid", "center_angle_frequent",
-    "center_angle_rare_first", "epochs", "iters_per_epoch", "resumed",
+    "center_angle_rare_first", "epochs", "iters_per_epoch", "resumed", "parallel",
 ]  # fmt: skip
 
 
 STUDY_FILES = ("results.csv", "results.md", "map_vs_rho.png")
+
+
+class StudyError(ReidError):
+    """A run that ended without a result (its process died), or whose failure did not pickle."""
 
 
 @dataclass
@@ -134,13 +148,17 @@ def _result_from_history(history: list[dict], cfg, arm: Arm, rho, seed) -> dict:
     }
 
 
-def run_one(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> dict:
+def _result_path(out: Path, arm: str, rho: float, seed: int) -> Path:
+    return out / "runs" / run_id(arm, rho, seed) / "result.json"
+
+
+def run_one(grid: Grid, arm: Arm, rho: float, seed: int, out: Path, parallel: int = 1) -> dict:
     run_dir = out / "runs" / run_id(arm.name, rho, seed)
     result_path = run_dir / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
     if arm.init_from:
-        parent = out / "runs" / run_id(arm.init_from, rho, seed) / "result.json"
+        parent = _result_path(out, arm.init_from, rho, seed)
         if not parent.is_file():
             raise ConfigError(f"{run_id(arm.name, rho, seed)}: needs {parent.parent.name} first")
     cfg = load_config(grid.config, _overrides(grid, arm, rho, seed, out))
@@ -158,6 +176,7 @@ def run_one(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> dict:
     # wall time of this invocation; a run resumed after a kill also lost the time before it
     result["wall_s"] = round(time.perf_counter() - start, 1)
     result["resumed"] = resumed
+    result["parallel"] = parallel  # runs side by side: wall_s is shared time, not one run's cost
     OutputFolder(run_dir, "study").write_json("result.json", result)
     return result
 
@@ -165,6 +184,7 @@ def run_one(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> dict:
 def summarise(grid: Grid, out: Path) -> pd.DataFrame:
     rows = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/result.json"))]
     table = pd.DataFrame(rows, columns=COLUMNS)
+    table["parallel"] = table["parallel"].fillna(1).astype(int)  # runs from before --parallel
     outputs = OutputFolder(out, "study")
     outputs.write("results.csv", lambda tmp: table.to_csv(tmp, index=False))
     if table.empty:
@@ -246,25 +266,173 @@ def _plot(table: pd.DataFrame, grid: Grid, path: Path) -> None:
     plt.close(fig)
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _check_pending(grid: Grid, pending: list, out: Path, parallel: int, grid_path) -> None:
+    """Every check a run would make at its start, for every run still to do, before the first
+    one trains: each config loads, each fine-tuning parent is done or scheduled before it, and
+    ``parallel`` runs of their ``train.threads`` fit the usable cores."""
+    scheduled = set()
+    cores = usable_cores()
+    for arm, rho, seed in pending:
+        rid = run_id(arm.name, rho, seed)
+        if arm.init_from:
+            parent = run_id(arm.init_from, rho, seed)
+            if (
+                parent not in scheduled
+                and not _result_path(out, arm.init_from, rho, seed).is_file()
+            ):
+                raise ConfigError(
+                    f"{grid_path}: {rid} fine-tunes from {parent}, which is neither done nor "
+                    f"among the runs to do (--only leaves it out?)"
+                )
+        scheduled.add(rid)
+        cfg = load_config(grid.config, _overrides(grid, arm, rho, seed, out))
+        if parallel > 1:
+            threads = cfg.train.threads
+            if threads == 0:
+                raise ConfigError(
+                    f"--parallel {parallel}: {rid} leaves train.threads=0 (torch's default, one "
+                    f"thread per core), so {parallel} runs would each take all {cores} cores; pin "
+                    f"it in the grid's common overrides (train.threads={max(1, cores // parallel)})"
+                )
+            if threads * parallel > cores:
+                raise ConfigError(
+                    f"--parallel {parallel}: {parallel} runs x train.threads={threads} of {rid} "
+                    f"need {threads * parallel} cores; this process may use {cores}"
+                )
+
+
+def _side_by_side(grid_path: Path, out: Path, arm: str, rho, seed, parallel: int, pipe) -> None:
+    """One run in a process of its own (``run_study`` with ``parallel > 1``): sends back
+    ``("done", result)`` or ``("failed", exception)``."""
+    from ..logging_utils import setup_logging
+
+    setup_logging()
+    try:
+        grid = Grid.load(grid_path)
+        chosen = next(a for a in grid.arms if a.name == arm)
+        pipe.send(("done", run_one(grid, chosen, rho, seed, out, parallel)))
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the scheduler
+        if not isinstance(exc, ReidError):
+            traceback.print_exc()  # a bug: its traceback from where it happened
+        try:
+            pipe.send(("failed", exc))
+        except Exception:  # noqa: BLE001 - an exception that does not pickle
+            pipe.send(("failed", StudyError(f"{type(exc).__name__}: {exc}")))
+    finally:
+        pipe.close()
+
+
+def _report(rid: str, result: dict) -> None:
+    print(
+        f"[study] {rid}: R1 {100 * result['rank1']:.2f} mAP {100 * result['mAP']:.2f} "
+        f"({result['wall_s'] / 60:.1f} min)",
+        flush=True,
+    )
+
+
+def _outcome(process, pipe, rid: str):
+    """What a finished run's process sent; a process that died before sending is a failure
+    (its ``last.pt`` stays: the next study resumes the run)."""
+    try:
+        if pipe.poll():
+            return pipe.recv()
+    except (EOFError, OSError):
+        pass
+    process.join()
+    return "failed", StudyError(
+        f"{rid}: its process ended (exit code {process.exitcode}) without a result; "
+        "rerun the study to resume it"
+    )
+
+
+def _run_side_by_side(grid_path, grid: Grid, pending: list, out: Path, parallel: int) -> None:
+    """``parallel`` runs at a time, each in a fresh process; a run waits for its fine-tuning
+    parent. After a failure no new run starts; those running finish, then the first failure is
+    raised (a killed study resumes every run from its ``last.pt``)."""
+    context = multiprocessing.get_context("spawn")  # no threads or torch state inherited
+    queue, running, failure = list(pending), {}, None
+    try:
+        while queue or running:
+            while failure is None and len(running) < parallel:
+                ready = next(
+                    (
+                        r
+                        for r in queue
+                        if not r[0].init_from or _result_path(out, r[0].init_from, *r[1:]).is_file()
+                    ),
+                    None,
+                )
+                if ready is None:
+                    break
+                queue.remove(ready)
+                arm, rho, seed = ready
+                rid = run_id(arm.name, rho, seed)
+                print(f"[study] {rid} … (side by side: {parallel})", flush=True)
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_side_by_side,
+                    args=(Path(grid_path), out, arm.name, rho, seed, parallel, send),
+                )
+                process.start()
+                send.close()  # the child holds the sending end
+                running[process.sentinel] = (process, receive, rid)
+            if not running:
+                break  # what is left waits for a parent that failed
+            for sentinel in multiprocessing.connection.wait(
+                [*running, *(r[1] for r in running.values())]
+            ):
+                key = next((k for k, (p, r, _) in running.items() if sentinel in (k, r)), None)
+                if key is None:
+                    continue  # its process and its pipe were both ready: handled already
+                process, receive, rid = running.pop(key)
+                status, value = _outcome(process, receive, rid)
+                process.join()
+                receive.close()
+                if status == "done":
+                    _report(rid, value)
+                    summarise(grid, out)
+                else:
+                    print(f"[study] {rid} failed: {value}", flush=True)
+                    failure = failure or value
+    finally:
+        for process, _pipe, _rid in running.values():  # interrupted: the runs stop with us
+            process.join()
+    if failure is not None:
+        raise failure
+
+
 def run_study(
-    grid_path: str | Path, out: str | Path, only: list[str] | None = None
+    grid_path: str | Path, out: str | Path, only: list[str] | None = None, parallel: int = 1
 ) -> pd.DataFrame:
     grid = Grid.load(grid_path)
     out = Path(out)
+    unknown = sorted(set(only or []) - {a.name for a in grid.arms})
+    if unknown:
+        raise ConfigError(
+            f"--only {' '.join(unknown)}: not an arm of {grid_path} "
+            f"(its arms: {', '.join(a.name for a in grid.arms)})"
+        )
+    pending = [
+        (arm, rho, seed)
+        for arm, rho, seed in grid.runs()
+        if (not only or arm.name in only) and not _result_path(out, arm.name, rho, seed).is_file()
+    ]
+    _check_pending(grid, pending, out, parallel, grid_path)
     OutputFolder(out, "study").prepare(STUDY_FILES)  # the summaries are the study's own
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    for arm, rho, seed in grid.runs():
-        if only and arm.name not in only:
-            continue
+    if parallel > 1 and len(pending) > 1:
+        _run_side_by_side(grid_path, grid, pending, out, parallel)
+        return summarise(grid, out)
+    for arm, rho, seed in pending:
         rid = run_id(arm.name, rho, seed)
-        if (out / "runs" / rid / "result.json").is_file():
-            continue
         print(f"[study] {rid} …", flush=True)
-        result = run_one(grid, arm, rho, seed, out)
-        print(
-            f"[study] {rid}: R1 {100 * result['rank1']:.2f} mAP {100 * result['mAP']:.2f} "
-            f"({result['wall_s'] / 60:.1f} min)",
-            flush=True,
-        )
+        _report(rid, run_one(grid, arm, rho, seed, out))
         summarise(grid, out)
     return summarise(grid, out)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..data import load_dataset
-from ..engine.trainer import evaluate
+from ..engine.trainer import evaluate, intra_op_threads
 from ..models.backbone import build_backbone
 from ..optional import require_torchreid
 
@@ -54,6 +54,12 @@ class _Limited:
 
 
 def train_torchreid(cfg, run_dir: Path) -> dict:
+    """The peer's engine on the study's trunk, data and budget (``train.threads`` as ours)."""
+    with intra_op_threads(cfg.train.threads):
+        return _train_torchreid(cfg, run_dir)
+
+
+def _train_torchreid(cfg, run_dir: Path) -> dict:
     require_torchreid("the study's torchreid engine arm")
     import torchreid.reid.data as tdata
     from torchreid.reid.data.datasets.dataset import ImageDataset as TorchreidImageDataset

@@ -29,7 +29,9 @@ from ..errors import OutputError
 
 log = logging.getLogger(__name__)
 
-RESUMABLE = ("train.epochs", "eval.every", "data.workers", "output.tensorboard")
+RESUMABLE = (
+    "train.epochs", "eval.every", "data.workers", "train.threads", "output.tensorboard",
+)  # fmt: skip
 
 
 def holds_run(folder: Path) -> bool:

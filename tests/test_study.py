@@ -1,0 +1,146 @@
+"""The study tool's scheduling: runs side by side give the same numbers as one at a time, a
+fine-tuning run waits for its parent, and every refusal comes before the first run trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reid.config import ConfigError
+from reid.workflows import study as study_module
+
+from .conftest import TINY_TRAIN
+
+#: what a run's numbers are: everything in result.json but the time it took and how it ran
+NUMBERS = ("rank1", "mAP", "mINP", "center_angle_rare", "center_angle_rare_first")
+
+
+def write_grid(tmp_path: Path, root: Path, common: list[str], arms: list[dict]) -> Path:
+    grid = tmp_path / "grid.yaml"
+    spec = {
+        "config": None,
+        "data": {4: str(root)},
+        "seeds": [0],
+        "common": [*TINY_TRAIN, *common],
+        "arms": arms,
+    }
+    grid.write_text(json.dumps(spec))  # JSON is YAML
+    return grid
+
+
+ARMS = [
+    {"name": "learned", "overrides": ["head.name=softmax"]},
+    {"name": "ir", "pair": "learned", "overrides": ["head.name=softmax", "head.weights=centers"]},
+    {"name": "ft", "init_from": "learned", "overrides": ["head.name=cosface"]},
+]
+
+
+def results(out: Path) -> dict:
+    return {
+        p.parent.name: json.loads(p.read_text())
+        for p in sorted((out / "runs").glob("*/result.json"))
+    }
+
+
+def test_side_by_side_runs_have_the_numbers_of_runs_one_at_a_time(synthetic_root, tmp_path):
+    """Three runs (one fine-tuning from another) two at a time, each in its own process, against
+    the same grid one run at a time in this process: the same numbers to the bit (one
+    computation: the same code with the same pinned thread count), summaries for all three."""
+    grid = write_grid(tmp_path, synthetic_root, ["train.threads=1"], ARMS)
+    study_module.run_study(grid, tmp_path / "one", parallel=1)
+    table = study_module.run_study(grid, tmp_path / "two", parallel=2)
+    one, two = results(tmp_path / "one"), results(tmp_path / "two")
+    assert sorted(one) == sorted(two) == ["ft_rho4_s0", "ir_rho4_s0", "learned_rho4_s0"]
+    for rid in one:
+        assert {k: one[rid][k] for k in NUMBERS} == {k: two[rid][k] for k in NUMBERS}, rid
+        assert one[rid]["parallel"] == 1 and two[rid]["parallel"] == 2
+    assert len(table) == 3 and (tmp_path / "two/results.md").is_file()
+    assert list(table["parallel"]) == [2, 2, 2]
+
+
+def test_summaries_read_runs_from_before_parallel(tmp_path):
+    """result.json files written before ``parallel`` existed are one-at-a-time runs."""
+    grid = write_grid(tmp_path, tmp_path, [], [{"name": "learned"}])
+    run = tmp_path / "out/runs/learned_rho4_s0"
+    run.mkdir(parents=True)
+    old = {c: 0.5 for c in study_module.COLUMNS if c != "parallel"}
+    old.update(arm="learned", head="softmax", weights="learned", rho=4.0, seed=0, init_from="")
+    (run / "result.json").write_text(json.dumps(old))
+    table = study_module.summarise(study_module.Grid.load(grid), tmp_path / "out")
+    assert list(table["parallel"]) == [1]
+
+
+@pytest.mark.parametrize(
+    "common, parallel, only, message",
+    [
+        ([], 2, None, r"--parallel 2: learned_rho4_s0 leaves train.threads=0"),
+        (["train.threads=64"], 2, None, r"--parallel 2: 2 runs x train.threads=64 .* need 128 cores"),
+        (["train.threads=1"], 1, ["ft"], r"ft_rho4_s0 fine-tunes from learned_rho4_s0, which is neither"),
+        (["train.threads=1"], 1, ["nope"], r"--only nope: not an arm of .*its arms: learned, ir, ft"),
+        (["data.pad=-1"], 1, None, r"data.pad"),
+    ],
+)  # fmt: skip
+def test_refusals_come_before_any_run(synthetic_root, tmp_path, common, parallel, only, message):
+    """Each refusal names the setting, and nothing is written: no run folder, no summary."""
+    grid = write_grid(tmp_path, synthetic_root, common, ARMS)
+    with pytest.raises(ConfigError, match=message):
+        study_module.run_study(grid, tmp_path / "out", only=only, parallel=parallel)
+    assert not (tmp_path / "out").exists()
+
+
+def test_after_a_failure_no_new_run_starts_and_the_running_ones_finish(
+    synthetic_root, tmp_path, monkeypatch
+):
+    """A run that fails (here: its fine-tuning parent's checkpoint is not a checkpoint) is
+    reported; the run beside it finishes and is summarised; the first failure is raised."""
+    arms = [
+        {"name": "learned", "overrides": ["head.name=softmax"]},
+        {"name": "broken", "overrides": ["model.init_from=/nonexistent.pt"]},
+        {"name": "later", "overrides": ["train.seed=5"]},
+    ]
+    grid = write_grid(tmp_path, synthetic_root, ["train.threads=1"], arms)
+    with pytest.raises(Exception, match="nonexistent"):
+        study_module.run_study(grid, tmp_path / "out", parallel=2)
+    done = results(tmp_path / "out")
+    assert "learned_rho4_s0" in done and "broken_rho4_s0" not in done
+    assert "later_rho4_s0" not in done  # queued behind the failure: never started
+
+
+def test_a_run_pins_its_threads_and_gives_them_back(monkeypatch, tmp_path):
+    """``train.threads`` holds while the run trains (also torchreid's engine arm); the process's
+    own setting comes back after it (a study trains many runs in one process)."""
+    import torch
+
+    from reid.config import load_config
+    from reid.engine import trainer
+    from reid.workflows import torchreid_reference
+
+    seen = []
+    monkeypatch.setattr(trainer, "_fit", lambda *a, **k: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(
+        torchreid_reference, "_train_torchreid", lambda *a: seen.append(torch.get_num_threads())
+    )
+    before = torch.get_num_threads()
+    trainer.fit(load_config(None, ["train.threads=1"]), tmp_path / "run", progress=False)
+    torchreid_reference.train_torchreid(load_config(None, ["train.threads=1"]), tmp_path)
+    trainer.fit(load_config(None, []), tmp_path / "run", progress=False)
+    assert seen == [1, 1, before] and torch.get_num_threads() == before
+
+
+def test_a_run_whose_process_dies_without_a_result_is_a_failure_naming_it():
+    """A run's process killed (OOM, a signal) before it sent its result: a failure that names
+    the run and says how to resume it, not a hang and not a success."""
+    import multiprocessing
+    import os
+
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=os._exit, args=(3,))
+    process.start()
+    send.close()
+    process.join()
+    status, error = study_module._outcome(process, receive, "x_rho4_s0")
+    assert status == "failed" and isinstance(error, study_module.StudyError)
+    assert "x_rho4_s0: its process ended (exit code 3) without a result; rerun" in str(error)

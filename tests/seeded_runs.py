@@ -2,7 +2,9 @@
 
 ``python -m tests.seeded_runs --record`` trains each run of ``RUNS`` on the suite's synthetic set
 and writes this machine kind's record into ``tests/golden/seeded_runs.json`` (one record per
-kind: machine, AVX-512 or not, torch version; the others are kept): per epoch every loss term,
+kind: architecture, CPU model and vendor, the kernel-choosing ISA flags, torch version; the
+others are kept; records from before the CPU was part of the kind match no machine exactly and
+serve as cross-kind references): per epoch every loss term,
 accuracy and center angles, and the final R1/mAP/mINP. A new kind is added by ``--record``
 only after ``test_seeded_runs.py`` passed on it against an existing kind within the cross-kind
 tolerance, so that a new record cannot carry in a change of numbers. ``test_seeded_runs.py``
@@ -60,16 +62,29 @@ KEYS = ("loss", "acc", "center_angle_rare", "center_angle_mid", "center_angle_fr
 FINAL = ("rank1", "mAP", "mINP")
 
 
+#: CPU features the math libraries choose their kernels by (oneDNN, MKL and OpenBLAS dispatch on
+#: them): two CPUs that differ in one sum floats in another order
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+def _cpuinfo_field(text: str, name: str) -> str:
+    for line in text.splitlines():
+        if line.split(":", 1)[0].strip() == name:
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
 def machine() -> dict:
-    flags = ""
+    """This machine's kind: what decides how its kernels round. AVX-512 alone was not enough:
+    an AMD EPYC and an Intel Xeon, both with AVX-512, differed in the 4th decimal of a loss."""
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line
-                break
+    text = cpuinfo.read_text() if cpuinfo.is_file() else ""
+    flags = set(_cpuinfo_field(text, "flags").split())
     return {
         "machine": platform.machine(),
+        "cpu": _cpuinfo_field(text, "model name") or platform.processor(),
+        "vendor": _cpuinfo_field(text, "vendor_id"),
+        "isa": [f for f in KERNEL_FLAGS if f in flags],
         "avx512": "avx512f" in flags,
         "torch": torch.__version__.split("+")[0],
     }

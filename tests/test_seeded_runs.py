@@ -2,10 +2,11 @@
 
 The golden numbers (``tests/golden/seeded_runs.json``, written by ``python -m tests.seeded_runs
 --record``) were produced by the same code on one machine. On a machine of that kind (same
-architecture, AVX-512 or not, same torch) every logged figure must agree **to the digit the
+architecture, CPU model and vendor, kernel-choosing ISA flags, torch) every logged figure must agree **to the digit the
 trainer prints** (loss 4 decimals, accuracy 3, R1/mAP/mINP 2 decimals in %, angles 1 decimal).
-Elsewhere other kernels round differently, so the check is a stated tolerance instead (loss terms
-within 0.2 %, accuracy within one sample in 64, metrics within 2 points, angles within 0.5°): it
+Elsewhere other kernels round differently, so the check is a stated tolerance instead (``TOLERANCE``:
+loss terms within 6 % relative, accuracy within 1/32, rank-1 within 6 queries, other metrics
+within 0.03, angles within 1°): it
 still catches a changed rule, order of updates or schedule, which move these figures by far more.
 """
 
@@ -26,11 +27,13 @@ OWN = [r for r in RECORDS if r["machine"] == machine()]
 SAME_MACHINE = bool(OWN)
 GOLDEN_RECORD = OWN[0] if OWN else RECORDS[0]
 
-#: printed digits per key (the trainer's log format) and the cross-machine-kind tolerance.
-#: Two epochs of training amplify float reordering: between the AVX2 AMD EPYC record and an
-#: AVX-512 Xeon the triplet loss of epoch 2 differed by 1.3% and the total by 0.44% (2026-12-02)
-PRINTED = {"loss": 4, "acc": 3, "angle": 1, "metric": 4}  # metrics print as %.2f%%
-TOLERANCE = {"loss": ("rel", 3e-2), "acc": ("abs", 1 / 32), "angle": ("abs", 1.0), "metric": ("abs", 0.03)}  # fmt: skip
+#: printed digits per key (the trainer's log format) and the cross-machine-kind tolerance, set from
+#: the spread measured between three recorded kinds (AVX2 AMD EPYC, AVX-512 Intel Xeon, AVX-512
+#: AMD EPYC; 2026-12-02): two epochs amplify float reordering to 3.0% in a triplet loss, 4 of the
+#: 48 synthetic queries in rank-1 (near-random features tie often), 0.004 in mAP/mINP, 1/64 in
+#: accuracy, 0.41° in a center angle; the bounds are ~2x that (rank-1: 6 queries)
+PRINTED = {"loss": 4, "acc": 3, "angle": 1, "metric": 4, "rank1": 4}  # metrics print as %.2f%%
+TOLERANCE = {"loss": ("rel", 6e-2), "acc": ("abs", 1 / 32), "angle": ("abs", 1.0), "metric": ("abs", 0.03), "rank1": ("abs", 6 / 48)}  # fmt: skip
 
 
 def kind(key: str) -> str:
@@ -38,6 +41,8 @@ def kind(key: str) -> str:
         return "loss"
     if key.startswith("center_angle"):
         return "angle"
+    if key == "rank1":
+        return "rank1"
     return "acc" if key == "acc" else "metric"
 
 

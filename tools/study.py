@@ -21,8 +21,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         type=Int(1, 64),
         default=1,
         help="train this many runs side by side, each in its own process (default 1); the runs "
-        "must pin train.threads so that PARALLEL x threads fit the cores. Two runs of 1 thread "
-        "each on 2 cores finish more runs per hour than one of 2 (benchmarks/README.md)",
+        "must pin train.threads so that PARALLEL x threads fit the cores. Whether it pays depends "
+        "on the machine (2 cores: 1.17-1.22x on an AVX2 EPYC, 0.99x on an AVX-512 EPYC; "
+        "benchmarks/results/study_parallel.json)",
     )
     return parser
 

@@ -152,15 +152,19 @@ def _result_path(out: Path, arm: str, rho: float, seed: int) -> Path:
     return out / "runs" / run_id(arm, rho, seed) / "result.json"
 
 
+def _parent_done(out: Path, arm: Arm, rho: float, seed: int) -> bool:
+    """Whether ``arm`` may start: it fine-tunes from nothing, or its parent's run is done."""
+    return not arm.init_from or _result_path(out, arm.init_from, rho, seed).is_file()
+
+
 def run_one(grid: Grid, arm: Arm, rho: float, seed: int, out: Path, parallel: int = 1) -> dict:
     run_dir = out / "runs" / run_id(arm.name, rho, seed)
     result_path = run_dir / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    if arm.init_from:
-        parent = _result_path(out, arm.init_from, rho, seed)
-        if not parent.is_file():
-            raise ConfigError(f"{run_id(arm.name, rho, seed)}: needs {parent.parent.name} first")
+    if not _parent_done(out, arm, rho, seed):
+        parent = run_id(arm.init_from, rho, seed)
+        raise ConfigError(f"{run_id(arm.name, rho, seed)}: needs {parent} first")
     cfg = load_config(grid.config, _overrides(grid, arm, rho, seed, out))
     start = time.perf_counter()
     resumed = (run_dir / "last.pt").is_file()
@@ -281,12 +285,9 @@ def _check_pending(grid: Grid, pending: list, out: Path, parallel: int, grid_pat
     cores = usable_cores()
     for arm, rho, seed in pending:
         rid = run_id(arm.name, rho, seed)
-        if arm.init_from:
+        if arm.init_from and not _parent_done(out, arm, rho, seed):
             parent = run_id(arm.init_from, rho, seed)
-            if (
-                parent not in scheduled
-                and not _result_path(out, arm.init_from, rho, seed).is_file()
-            ):
+            if parent not in scheduled:
                 raise ConfigError(
                     f"{grid_path}: {rid} fine-tunes from {parent}, which is neither done nor "
                     f"among the runs to do (--only leaves it out?)"
@@ -338,18 +339,16 @@ def _report(rid: str, result: dict) -> None:
 
 
 def _outcome(process, pipe, rid: str):
-    """What a finished run's process sent; a process that died before sending is a failure
-    (its ``last.pt`` stays: the next study resumes the run)."""
+    """What a finished run's process sent; a process that died before sending (its end of the
+    pipe closed: EOF) is a failure (its ``last.pt`` stays: the next study resumes the run)."""
     try:
-        if pipe.poll():
-            return pipe.recv()
+        return pipe.recv()
     except (EOFError, OSError):
-        pass
-    process.join()
-    return "failed", StudyError(
-        f"{rid}: its process ended (exit code {process.exitcode}) without a result; "
-        "rerun the study to resume it"
-    )
+        process.join()
+        return "failed", StudyError(
+            f"{rid}: its process ended (exit code {process.exitcode}) without a result; "
+            "rerun the study to resume it"
+        )
 
 
 def _run_side_by_side(grid_path, grid: Grid, pending: list, out: Path, parallel: int) -> None:
@@ -361,14 +360,7 @@ def _run_side_by_side(grid_path, grid: Grid, pending: list, out: Path, parallel:
     try:
         while queue or running:
             while failure is None and len(running) < parallel:
-                ready = next(
-                    (
-                        r
-                        for r in queue
-                        if not r[0].init_from or _result_path(out, r[0].init_from, *r[1:]).is_file()
-                    ),
-                    None,
-                )
+                ready = next((r for r in queue if _parent_done(out, *r)), None)
                 if ready is None:
                     break
                 queue.remove(ready)
@@ -382,16 +374,12 @@ def _run_side_by_side(grid_path, grid: Grid, pending: list, out: Path, parallel:
                 )
                 process.start()
                 send.close()  # the child holds the sending end
-                running[process.sentinel] = (process, receive, rid)
+                running[receive] = (process, rid)
             if not running:
                 break  # what is left waits for a parent that failed
-            for sentinel in multiprocessing.connection.wait(
-                [*running, *(r[1] for r in running.values())]
-            ):
-                key = next((k for k, (p, r, _) in running.items() if sentinel in (k, r)), None)
-                if key is None:
-                    continue  # its process and its pipe were both ready: handled already
-                process, receive, rid = running.pop(key)
+            # a pipe is ready when its run sent its outcome or its process died (EOF)
+            for receive in multiprocessing.connection.wait(list(running)):
+                process, rid = running.pop(receive)
                 status, value = _outcome(process, receive, rid)
                 process.join()
                 receive.close()
@@ -402,7 +390,7 @@ def _run_side_by_side(grid_path, grid: Grid, pending: list, out: Path, parallel:
                     print(f"[study] {rid} failed: {value}", flush=True)
                     failure = failure or value
     finally:
-        for process, _pipe, _rid in running.values():  # interrupted: the runs stop with us
+        for process, _rid in running.values():  # interrupted: the runs stop with us
             process.join()
     if failure is not None:
         raise failure

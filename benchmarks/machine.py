@@ -14,11 +14,20 @@ def _cpuinfo() -> str:
         return ""
 
 
+def cpuinfo_field(name: str) -> str:
+    """The first ``name : value`` of ``/proc/cpuinfo`` (``model name``, ``vendor_id``,
+    ``flags``), or "" where there is none (not Linux)."""
+    for line in _cpuinfo().splitlines():
+        if line.split(":", 1)[0].strip() == name:
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
 def cpu_name() -> str:
     """The CPU model and core count, e.g. ``Intel(R) Xeon(R) Processor (2 cores)``."""
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
+    model = cpuinfo_field("model name")
+    if model:
+        return f"{model} ({os.cpu_count()} cores)"
     return platform.processor() or platform.machine()
 
 

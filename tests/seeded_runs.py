@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.machine import cpuinfo_field
+
 GOLDEN = Path(__file__).parent / "golden" / "seeded_runs.json"
 
 #: the demo config's recipe at test size (2 epochs), and the IR form the study ranks first
@@ -67,23 +69,14 @@ FINAL = ("rank1", "mAP", "mINP")
 KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
 
 
-def _cpuinfo_field(text: str, name: str) -> str:
-    for line in text.splitlines():
-        if line.split(":", 1)[0].strip() == name:
-            return line.split(":", 1)[1].strip()
-    return ""
-
-
 def machine() -> dict:
     """This machine's kind: what decides how its kernels round. AVX-512 alone was not enough:
     an AMD EPYC and an Intel Xeon, both with AVX-512, differed in the 4th decimal of a loss."""
-    cpuinfo = Path("/proc/cpuinfo")
-    text = cpuinfo.read_text() if cpuinfo.is_file() else ""
-    flags = set(_cpuinfo_field(text, "flags").split())
+    flags = set(cpuinfo_field("flags").split())
     return {
         "machine": platform.machine(),
-        "cpu": _cpuinfo_field(text, "model name") or platform.processor(),
-        "vendor": _cpuinfo_field(text, "vendor_id"),
+        "cpu": cpuinfo_field("model name") or platform.processor(),
+        "vendor": cpuinfo_field("vendor_id"),
         "isa": [f for f in KERNEL_FLAGS if f in flags],
         "avx512": "avx512f" in flags,
         "torch": torch.__version__.split("+")[0],

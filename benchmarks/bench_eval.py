@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
-from machine import cpu_name  # noqa: E402
 
 from reid.evaluation import evaluate_distmat, evaluate_rank  # noqa: E402
+from reid.machine import cpu_name  # noqa: E402
 
 SCALES = {
     "market": (3368, 15913, 751, 2798),

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from machine import cpu_description
 
 from reid.index import GalleryIndex
 from reid.index.faiss_store import VERSION as FAISS_VERSION
 from reid.index.faiss_store import exact_top_k
 from reid.index.store import StoreOptions
+from reid.machine import cpu_description
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -25,7 +25,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_description
+
+from reid.machine import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

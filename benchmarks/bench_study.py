@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from benchmarks.machine import cpu_description  # noqa: E402
 from reid.atomic import write_json  # noqa: E402
+from reid.machine import cpu_description  # noqa: E402
 from reid.workflows.study import run_study, usable_cores  # noqa: E402
 
 ARMS = {

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.machine import cpuinfo_field
+from reid.machine import cpuinfo_field
 
 GOLDEN = Path(__file__).parent / "golden" / "seeded_runs.json"
 

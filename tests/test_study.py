@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from reid.config import ConfigError
+from reid.machine import cpu_description
 from reid.workflows import study as study_module
 
 from .conftest import TINY_TRAIN
@@ -58,18 +59,22 @@ def test_side_by_side_runs_have_the_numbers_of_runs_one_at_a_time(synthetic_root
         assert one[rid]["parallel"] == 1 and two[rid]["parallel"] == 2
     assert len(table) == 3 and (tmp_path / "two/results.md").is_file()
     assert list(table["parallel"]) == [2, 2, 2]
+    assert set(table["machine"]) == {cpu_description()}  # every run says where it ran
+    assert f"Machines: {cpu_description()} (3 runs)." in (tmp_path / "two/results.md").read_text()
 
 
 def test_summaries_read_runs_from_before_parallel(tmp_path):
-    """result.json files written before ``parallel`` existed are one-at-a-time runs."""
+    """result.json files written before ``parallel`` existed are one-at-a-time runs, and those
+    from before ``machine`` say that theirs was not recorded."""
     grid = write_grid(tmp_path, tmp_path, [], [{"name": "learned"}])
     run = tmp_path / "out/runs/learned_rho4_s0"
     run.mkdir(parents=True)
-    old = {c: 0.5 for c in study_module.COLUMNS if c != "parallel"}
+    old = {c: 0.5 for c in study_module.COLUMNS if c not in ("parallel", "machine")}
     old.update(arm="learned", head="softmax", weights="learned", rho=4.0, seed=0, init_from="")
     (run / "result.json").write_text(json.dumps(old))
     table = study_module.summarise(study_module.Grid.load(grid), tmp_path / "out")
     assert list(table["parallel"]) == [1]
+    assert list(table["machine"]) == ["not recorded"]
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ from omegaconf import OmegaConf
 
 from ..config import ConfigError, load_config
 from ..errors import ReidError
+from ..machine import cpu_description
 from ..outputs import OutputFolder
 from .train import train_to_end
 
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 COLUMNS = [
     "arm", "head", "weights", "rho", "seed", "init_from", "rank1", "mAP", "mINP", "wall_s",
     "center_angle_rare", "center_angle_mid", "center_angle_frequent",
-    "center_angle_rare_first", "epochs", "iters_per_epoch", "resumed", "parallel",
+    "center_angle_rare_first", "epochs", "iters_per_epoch", "resumed", "parallel", "machine",
 ]  # fmt: skip
 
 
@@ -181,6 +182,8 @@ def run_one(grid: Grid, arm: Arm, rho: float, seed: int, out: Path, parallel: in
     result["wall_s"] = round(time.perf_counter() - start, 1)
     result["resumed"] = resumed
     result["parallel"] = parallel  # runs side by side: wall_s is shared time, not one run's cost
+    # a grid may span machines (sessions): their speed and their float rounding differ
+    result["machine"] = cpu_description()
     OutputFolder(run_dir, "study").write_json("result.json", result)
     return result
 
@@ -189,6 +192,7 @@ def summarise(grid: Grid, out: Path) -> pd.DataFrame:
     rows = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/result.json"))]
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["parallel"] = table["parallel"].fillna(1).astype(int)  # runs from before --parallel
+    table["machine"] = table["machine"].fillna("not recorded")  # runs from before the column
     outputs = OutputFolder(out, "study")
     outputs.write("results.csv", lambda tmp: table.to_csv(tmp, index=False))
     if table.empty:
@@ -231,6 +235,8 @@ def summarise(grid: Grid, out: Path) -> pd.DataFrame:
                 f"| {arm.name} | {arm.pair} | {rho:g} | {len(seeds)} | "
                 f"{', '.join(f'{x:+.2f}' for x in d)} | {np.mean(d):+.2f} | {np.mean(r):+.2f} |"
             )
+    machines = table["machine"].value_counts()
+    lines += ["", "Machines: " + "; ".join(f"{m} ({n} runs)" for m, n in machines.items()) + "."]
     outputs.write_text("results.md", "\n".join(lines) + "\n")
     outputs.write("map_vs_rho.png", lambda tmp: _plot(table, grid, tmp))
     return table

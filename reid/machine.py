@@ -1,4 +1,5 @@
-"""The machine a benchmark ran on, for its results file (machines differ between sessions)."""
+"""The machine a figure was measured on: for a study run's result and a benchmark's results file
+(machines differ between sessions, and so do their float results and their speed)."""
 
 from __future__ import annotations
 
@@ -32,5 +33,10 @@ def cpu_name() -> str:
 
 
 def cpu_description() -> str:
-    """:func:`cpu_name` and whether the CPU has AVX-512 (float results differ between kinds)."""
-    return f"{cpu_name()}, {'AVX-512' if 'avx512f' in _cpuinfo() else 'no AVX-512'}"
+    """:func:`cpu_name` and its vector units, e.g. ``AMD EPYC (2 cores), AVX-512``: float results
+    and speed differ between kinds (AMX, Intel's matrix unit, runs bf16 far faster)."""
+    flags = set(cpuinfo_field("flags").split())
+    units = "AVX-512" if "avx512f" in flags else "no AVX-512"
+    if "amx_tile" in flags:
+        units += " + AMX"
+    return f"{cpu_name()}, {units}"

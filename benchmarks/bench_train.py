@@ -4,8 +4,10 @@ Both engines train the *same* module (our BNNeck ResNet + bias-free softmax head
 torchreid's engine sees a model that returns logits), starting from the same weights, on the same
 synthetic images, image size, batch size, worker count, random sampling and transforms (resize,
 flip, normalise), with label-smoothed cross-entropy and Adam. Our loop is measured in fp32 with the
-same settings, then with channels_last, then with channels_last + bf16 autocast (CPU with
-AVX512-BF16). Both loops are timed alike: from the moment their loader hands out the third batch
+same settings, then with channels_last, then with channels_last + decoded images in memory
+(``data.cache=memory``: flip applied to whole batches in the training process, no loader workers;
+the one-off decode is timed apart), then with channels_last + bf16 autocast (CPU with
+AVX512-BF16 or AMX). Both loops are timed alike: from the moment their loader hands out the third batch
 to the end (worker start-up and two warm-up steps excluded); torchreid and our fp32 loop run
 interleaved, ``--rounds`` times each, and their means are compared. Feature extraction (``FeatureExtractor.extract_records``: decoding, transforms,
 DataLoader) is compared with a bare forward pass of the same model on ready tensors.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -25,8 +27,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from reid.atomic import write_json
 from reid.config import load_config
 from reid.data import load_dataset
+from reid.data.cache import CachedLoader, ShuffledBatches
 from reid.data.dataset import ImageDataset
 from reid.data.synthetic import SyntheticSpec, generate
 from reid.data.transforms import build_transforms
@@ -37,6 +41,7 @@ from reid.engine.build import (
     build_training_module,
 )
 from reid.engine.trainer import train_one_epoch
+from reid.machine import cpu_description
 from reid.models import FeatureExtractor
 
 RESULTS = Path(__file__).parent / "results"
@@ -113,18 +118,31 @@ def torchreid_images_per_s(module, root, size, batch, iters, workers) -> float:
     return iters * batch / (time.perf_counter() - timed.start)
 
 
-def ours_images_per_s(
-    module, cfg, records, size, batch, iters, workers, channels_last, amp_dtype
-) -> float:
-    transform = build_transforms(size, True, flip=True, pad=0, random_erasing=0.0)
-    loader = DataLoader(
-        ImageDataset(records, transform),
-        batch_size=batch,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        persistent_workers=False,
+def cached_loader(records, size, batch) -> tuple[CachedLoader, float]:
+    """The ``data.cache=memory`` loader with the benchmark's transforms (flip only), and the
+    seconds its one-off decode took."""
+    start = time.perf_counter()
+    loader = CachedLoader(
+        records, size, ShuffledBatches(len(records), batch), flip=True, pad=0, random_erasing=0.0
     )
+    return loader, time.perf_counter() - start
+
+
+def ours_images_per_s(
+    module, cfg, records, size, batch, iters, workers, channels_last, amp_dtype, cached=None
+) -> float:
+    if cached is not None:
+        loader = cached
+    else:
+        transform = build_transforms(size, True, flip=True, pad=0, random_erasing=0.0)
+        loader = DataLoader(
+            ImageDataset(records, transform),
+            batch_size=batch,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=False,
+        )
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     losses = build_losses(cfg, module.head.num_classes)
@@ -173,24 +191,34 @@ def main() -> None:
     )
     parser.add_argument("--data", default="datasets/bench_synthetic")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
+    parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2", "resnet50"])
     parser.add_argument(
         "--rounds", type=int, default=2, help="interleaved torchreid/ours fp32 repetitions"
     )
+    parser.add_argument(
+        "--iterations", type=int, help="timed steps per leg (default: per model, as committed)"
+    )
+    parser.add_argument("--out", default=str(RESULTS / "train_cpu.json"))
     args = parser.parse_args()
     if not Path(args.data, "bounding_box_train").is_dir():
         generate(args.data, SyntheticSpec(ids=400, images_per_id=24, longtail_ratio=2, seed=5))
     dataset = load_dataset(args.data)
-    settings = {"resnet18": ((128, 64), 64, 24), "resnet50": ((256, 128), 32, 10)}
+    settings = {
+        "resnet18": ((128, 64), 64, 24),
+        "mobilenet_v2": ((128, 64), 64, 24),
+        "resnet50": ((256, 128), 32, 10),
+    }
     report = {
+        "command": "python benchmarks/bench_train.py " + " ".join(sys.argv[1:]),
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
         "torch": torch.__version__,
         "workers": args.workers,
         "rows": [],
     }
     for name in args.models:
         size, batch, iters = settings[name]
+        iters = args.iterations or iters
         cfg = load_config(
             None,
             [
@@ -228,16 +256,20 @@ def main() -> None:
         row["ours_channels_last_img_s"] = ours_images_per_s(
             fresh(), cfg, dataset.train, size, batch, iters, args.workers, True, None
         )
+        cached, row["cache_decode_s"] = cached_loader(dataset.train, size, batch)
+        row["ours_channels_last_cache_img_s"] = ours_images_per_s(
+            fresh(), cfg, dataset.train, size, batch, iters, 0, True, None, cached
+        )
         row["ours_channels_last_bf16_img_s"] = ours_images_per_s(
             fresh(), cfg, dataset.train, size, batch, iters, args.workers, True, torch.bfloat16
         )
-        for key in ("ours_fp32_img_s", "ours_channels_last_img_s", "ours_channels_last_bf16_img_s"):
+        legs = ("fp32", "channels_last", "channels_last_cache", "channels_last_bf16")
+        for key in (f"ours_{leg}_img_s" for leg in legs):
             row[key.replace("_img_s", "_ratio")] = row[key] / row["torchreid_img_s"]
         row.update(extraction(fresh(), dataset.query + dataset.gallery, size))
         report["rows"].append(row)
         print(json.dumps(row), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "train_cpu.json").write_text(json.dumps(report, indent=2))
+        write_json(args.out, report, indent=2)  # after every row: a run cut short keeps its rows
 
 
 if __name__ == "__main__":

@@ -236,7 +236,8 @@ def summarise(grid: Grid, out: Path) -> pd.DataFrame:
                 f"{', '.join(f'{x:+.2f}' for x in d)} | {np.mean(d):+.2f} | {np.mean(r):+.2f} |"
             )
     machines = table["machine"].value_counts()
-    lines += ["", "Machines: " + "; ".join(f"{m} ({n} runs)" for m, n in machines.items()) + "."]
+    runs = {m: f"{n} run" + ("s" if n > 1 else "") for m, n in machines.items()}
+    lines += ["", "Machines: " + "; ".join(f"{m} ({n})" for m, n in runs.items()) + "."]
     outputs.write_text("results.md", "\n".join(lines) + "\n")
     outputs.write("map_vs_rho.png", lambda tmp: _plot(table, grid, tmp))
     return table

@@ -151,21 +151,43 @@ def test_a_run_whose_process_dies_without_a_result_is_a_failure_naming_it():
     assert "x_rho4_s0: its process ended (exit code 3) without a result; rerun" in str(error)
 
 
-def test_ir_arms_are_compared_with_the_best_learned_arm_of_their_rho():
-    """Whatever its head form: the best learned arm by mean mAP at that ρ, paired by seed (a seed
-    the best arm lacks is left out); a ρ without learned arms has no rows."""
+def test_ir_arms_are_compared_with_the_best_learned_arm_they_are_comparable_with():
+    """Whatever its head form: the best learned arm by mean mAP among the runs of the same ρ,
+    budget and start (a fine-tuned arm, which saw twice the images, or a longer run is not a
+    from-scratch arm's rival), paired by seed (a seed the best arm lacks is left out); a group
+    without learned arms has no rows."""
     import pandas as pd
 
     rows = [
-        ("softmax_learned", "learned", 50, 0, 0.60), ("softmax_learned", "learned", 50, 1, 0.62),
-        ("cosface_learned", "learned", 50, 0, 0.70), ("cosface_learned", "learned", 50, 1, 0.50),
-        ("asoftmax_ir", "centers", 50, 0, 0.55), ("asoftmax_ir", "centers", 50, 1, 0.66),
-        ("asoftmax_ir", "centers", 50, 2, 0.99), ("asoftmax_ir", "centers", 1, 0, 0.5),
+        ("softmax_learned", "learned", 50, 0, 0.60, ""), ("softmax_learned", "learned", 50, 1, 0.62, ""),
+        ("cosface_learned", "learned", 50, 0, 0.70, ""), ("cosface_learned", "learned", 50, 1, 0.50, ""),
+        ("ft_cosface_learned", "learned", 50, 0, 0.90, "softmax_learned"),
+        ("ft_cosface_learned", "learned", 50, 1, 0.90, "softmax_learned"),
+        ("ft_cosface_ir", "centers", 50, 0, 0.80, "softmax_learned"),
+        ("asoftmax_ir", "centers", 50, 0, 0.55, ""), ("asoftmax_ir", "centers", 50, 1, 0.66, ""),
+        ("asoftmax_ir", "centers", 50, 2, 0.99, ""), ("asoftmax_ir", "centers", 1, 0, 0.5, ""),
     ]  # fmt: skip
     table = pd.DataFrame(
-        [dict(arm=a, weights=w, rho=float(r), seed=s, mAP=m, rank1=m) for a, w, r, s, m in rows]
+        [
+            dict(
+                arm=a,
+                weights=w,
+                rho=float(r),
+                seed=s,
+                mAP=m,
+                rank1=m,
+                init_from=i,
+                epochs=6,
+                iters_per_epoch=40,
+            )
+            for a, w, r, s, m, i in rows
+        ]  # fmt: skip
     )
-    lines = study_module._against_best_learned(table)
-    body = [line for line in lines if line.startswith("| asoftmax_ir")]
+    longer = table[table.arm == "cosface_learned"].assign(arm="cosface_learned_b2", epochs=12)
+    table = pd.concat([table, longer.assign(mAP=0.95)], ignore_index=True)
+    body = [line for line in study_module._against_best_learned(table) if line.startswith("| ")]
     # softmax's mean 0.61 beats CosFace's 0.60, though CosFace has the best single run
-    assert body == ["| asoftmax_ir | softmax_learned | 50 | 2 | -5.00, +4.00 | -0.50 | -0.50 |"]
+    assert body[1:] == [
+        "| asoftmax_ir | softmax_learned | 50 | 2 | -5.00, +4.00 | -0.50 | -0.50 |",
+        "| ft_cosface_ir | ft_cosface_learned | 50 | 1 | -10.00 | -10.00 | -10.00 |",
+    ]

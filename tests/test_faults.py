@@ -582,6 +582,9 @@ def test_ctrl_c_during_training_names_the_last_good_checkpoint(synthetic_root, t
         [sys.executable, str(REPO / "tools/train.py"), "--output", str(run), "--no-progress",
          f"data.root={synthetic_root}", *TINY_TRAIN, "train.epochs=50"],
         stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        # as in a terminal: a suite started in the background (`cmd &` in a script) inherits
+        # SIGINT ignored, and Python then installs no Ctrl-C handler at all
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.time() + 240
     while not (run / "last.pt").is_file() and time.time() < deadline and process.poll() is None:

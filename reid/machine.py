@@ -24,6 +24,11 @@ def cpuinfo_field(name: str) -> str:
     return ""
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``avx2``, ``avx512f``, ``amx_tile`` …); empty where unknown."""
+    return set(cpuinfo_field("flags").split())
+
+
 def cpu_name() -> str:
     """The CPU model and core count, e.g. ``Intel(R) Xeon(R) Processor (2 cores)``."""
     model = cpuinfo_field("model name")
@@ -35,7 +40,7 @@ def cpu_name() -> str:
 def cpu_description() -> str:
     """:func:`cpu_name` and its vector units, e.g. ``AMD EPYC (2 cores), AVX-512``: float results
     and speed differ between kinds (AMX, Intel's matrix unit, runs bf16 far faster)."""
-    flags = set(cpuinfo_field("flags").split())
+    flags = cpu_flags()
     units = "AVX-512" if "avx512f" in flags else "no AVX-512"
     if "amx_tile" in flags:
         units += " + AMX"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from reid.machine import cpuinfo_field
+from reid.machine import cpu_flags, cpuinfo_field
 
 GOLDEN = Path(__file__).parent / "golden" / "seeded_runs.json"
 
@@ -72,7 +72,7 @@ KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_
 def machine() -> dict:
     """This machine's kind: what decides how its kernels round. AVX-512 alone was not enough:
     an AMD EPYC and an Intel Xeon, both with AVX-512, differed in the 4th decimal of a loss."""
-    flags = set(cpuinfo_field("flags").split())
+    flags = cpu_flags()
     return {
         "machine": platform.machine(),
         "cpu": cpuinfo_field("model name") or platform.processor(),

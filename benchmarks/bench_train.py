@@ -4,11 +4,13 @@ Both engines train the *same* module (our BNNeck ResNet + bias-free softmax head
 torchreid's engine sees a model that returns logits), starting from the same weights, on the same
 synthetic images, image size, batch size, worker count, random sampling and transforms (resize,
 flip, normalise), with label-smoothed cross-entropy and Adam. Our loop is measured in fp32 with the
-same settings, then with channels_last, then with channels_last + decoded images in memory
-(``data.cache=memory``: flip applied to whole batches in the training process, no loader workers;
-the one-off decode is timed apart), then with channels_last + bf16 autocast (CPU with
-AVX512-BF16 or AMX). Both loops are timed alike: from the moment their loader hands out the third batch
-to the end (worker start-up and two warm-up steps excluded); torchreid and our fp32 loop run
+same settings, then with channels_last, then with channels_last + ``torch.compile`` of the
+backbone (``train.compile``: inductor; the compilation, in the first steps, is timed apart as
+``compile_s``), then with channels_last + decoded images in memory (``data.cache=memory``: flip
+applied to whole batches in the training process, no loader workers; the one-off decode is timed
+apart), the same + compile, then with channels_last + bf16 autocast (CPU with AVX512-BF16 or
+AMX). Both loops are timed alike: from the moment their loader hands out the third batch to the
+end (worker start-up and two warm-up steps excluded); torchreid and our fp32 loop run
 interleaved, ``--rounds`` times each, and their means are compared. Feature extraction (``FeatureExtractor.extract_records``: decoding, transforms,
 DataLoader) is compared with a bare forward pass of the same model on ready tensors.
 
@@ -64,16 +66,22 @@ class _limited:
     loops are timed the same way: worker start-up and the first ``skip`` steps excluded."""
 
     def __init__(self, loader, n, skip=2):
-        self.loader, self.n, self.skip, self.start = loader, n, skip, None
+        self.loader, self.n, self.skip, self.start, self.first = loader, n, skip, None, None
 
     def __len__(self):
         return self.n
 
     def __iter__(self):
         for index, (batch, _) in enumerate(zip(self.loader, range(self.n))):
+            if index == 0:
+                self.first = time.perf_counter()  # the first batch is ready
             if index == self.skip:
                 self.start = time.perf_counter()
             yield batch
+
+    def warmup_excess_s(self, step_s: float) -> float:
+        """What the untimed first steps took beyond ``skip`` steady steps (compilation)."""
+        return self.start - self.first - self.skip * step_s
 
 
 def torchreid_images_per_s(module, root, size, batch, iters, workers) -> float:
@@ -128,23 +136,28 @@ def cached_loader(records, size, batch) -> tuple[CachedLoader, float]:
     return loader, time.perf_counter() - start
 
 
+def file_loader(records, size, batch, workers) -> DataLoader:
+    """Our image-file path: per-image PIL transforms (flip) in ``workers`` loader processes."""
+    transform = build_transforms(size, True, flip=True, pad=0, random_erasing=0.0)
+    return DataLoader(
+        ImageDataset(records, transform),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=False,
+    )
+
+
 def ours_images_per_s(
-    module, cfg, records, size, batch, iters, workers, channels_last, amp_dtype, cached=None
-) -> float:
-    if cached is not None:
-        loader = cached
-    else:
-        transform = build_transforms(size, True, flip=True, pad=0, random_erasing=0.0)
-        loader = DataLoader(
-            ImageDataset(records, transform),
-            batch_size=batch,
-            shuffle=True,
-            drop_last=True,
-            num_workers=workers,
-            persistent_workers=False,
-        )
+    module, cfg, loader, batch, iters, channels_last, amp_dtype, compile=False
+) -> tuple[float, float]:
+    """Our ``train_one_epoch`` on ``loader``: (img/s of the timed steps, seconds the first steps
+    took beyond two steady ones: the compilation with ``compile``, about 0 without)."""
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
+    if compile:
+        module.model.compile_for_training()  # as train.compile does
     losses = build_losses(cfg, module.head.num_classes)
     optimizer = build_optimizer(cfg, module)
     scheduler = build_scheduler(cfg, optimizer, iters + 2)
@@ -162,7 +175,8 @@ def ours_images_per_s(
         channels_last=channels_last,
         progress=False,
     )
-    return iters * batch / (time.perf_counter() - timed.start)
+    elapsed = time.perf_counter() - timed.start
+    return iters * batch / elapsed, timed.warmup_excess_s(elapsed / iters)
 
 
 def extraction(module, records, size, batch=128) -> dict:
@@ -245,27 +259,32 @@ def main() -> None:
             runs["torchreid"].append(
                 torchreid_images_per_s(fresh(), args.data, size, batch, iters, args.workers)
             )
+            files = file_loader(dataset.train, size, batch, args.workers)
             runs["ours_fp32"].append(
-                ours_images_per_s(
-                    fresh(), cfg, dataset.train, size, batch, iters, args.workers, False, None
-                )
+                ours_images_per_s(fresh(), cfg, files, batch, iters, False, None)[0]
             )
         row["runs"] = runs
         row["torchreid_img_s"] = sum(runs["torchreid"]) / len(runs["torchreid"])
         row["ours_fp32_img_s"] = sum(runs["ours_fp32"]) / len(runs["ours_fp32"])
-        row["ours_channels_last_img_s"] = ours_images_per_s(
-            fresh(), cfg, dataset.train, size, batch, iters, args.workers, True, None
-        )
         cached, row["cache_decode_s"] = cached_loader(dataset.train, size, batch)
-        row["ours_channels_last_cache_img_s"] = ours_images_per_s(
-            fresh(), cfg, dataset.train, size, batch, iters, 0, True, None, cached
-        )
-        row["ours_channels_last_bf16_img_s"] = ours_images_per_s(
-            fresh(), cfg, dataset.train, size, batch, iters, args.workers, True, torch.bfloat16
-        )
-        legs = ("fp32", "channels_last", "channels_last_cache", "channels_last_bf16")
-        for key in (f"ours_{leg}_img_s" for leg in legs):
-            row[key.replace("_img_s", "_ratio")] = row[key] / row["torchreid_img_s"]
+        # leg → (loader, amp dtype, compile); every leg channels_last, as the study recipe
+        legs = {
+            "channels_last": (False, None, False),
+            "channels_last_compile": (False, None, True),
+            "channels_last_cache": (True, None, False),
+            "channels_last_cache_compile": (True, None, True),
+            "channels_last_bf16": (False, torch.bfloat16, False),
+        }
+        for leg, (in_memory, dtype, compile) in legs.items():
+            loader = cached if in_memory else file_loader(dataset.train, size, batch, args.workers)
+            rate, excess = ours_images_per_s(
+                fresh(), cfg, loader, batch, iters, True, dtype, compile
+            )
+            row[f"ours_{leg}_img_s"] = rate
+            if compile:
+                row[f"ours_{leg}_compile_s"] = excess
+        for leg in ("fp32", *legs):
+            row[f"ours_{leg}_ratio"] = row[f"ours_{leg}_img_s"] / row["torchreid_img_s"]
         row.update(extraction(fresh(), dataset.query + dataset.gallery, size))
         report["rows"].append(row)
         print(json.dumps(row), flush=True)

@@ -279,3 +279,34 @@ def test_a_stop_right_after_a_checkpoint_names_that_checkpoint(
     ):
         fit(tiny(synthetic_root, "train.max_iters_per_epoch=2"), tmp_path / "run", progress=False)
     assert load_checkpoint(tmp_path / "run")["epoch"] == 1
+
+
+#: the speed settings that promise the same training up to float reordering (not bf16: it
+#: rounds every product to 8 bits and is reported apart)
+SPEED_SETTINGS = [["train.channels_last=true"], ["train.compile=true"],
+                  ["train.channels_last=true", "train.compile=true"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("setting", SPEED_SETTINGS, ids=lambda s: "+".join(s))
+def test_speed_settings_train_the_same_model(synthetic_root, tmp_path, setting):
+    """channels_last and torch.compile change only the order of float sums: the same seeded run
+    with and without them logs the same losses and ends at the same weights (within float32
+    reordering over 3 SGD steps), under the same state-dict keys, so their checkpoints load
+    anywhere (the compiled backbone is no submodule). Cross-entropy alone: batch-hard triplet
+    mining picks its hardest pair by argmax, which float reordering may flip at a near tie."""
+    common = ["train.epochs=1", "train.max_iters_per_epoch=3", "eval.every=0", "optim.name=sgd",
+              "optim.warmup_epochs=0", "loss.triplet=0"]  # fmt: skip
+    fit(tiny(synthetic_root, *common), tmp_path / "plain", progress=False)
+    fit(tiny(synthetic_root, *common, *setting), tmp_path / "fast", progress=False)
+    plain, fast = (
+        [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        for run in ("plain", "fast")
+    )
+    assert fast[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-4)
+    a, b = (load_checkpoint(tmp_path / run)["module"] for run in ("plain", "fast"))
+    assert list(a) == list(b)
+    for key in a:
+        if a[key].is_floating_point():
+            torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-5, msg=key)
+        else:
+            assert torch.equal(b[key], a[key]), key

@@ -420,6 +420,8 @@ def build_training(cfg: DictConfig, run_dir: Path, checkpoint: dict | None) -> T
     module = build_training_module(cfg, num_classes).to(device)
     if cfg.train.channels_last:
         module = module.to(memory_format=torch.channels_last)
+    if cfg.train.compile:
+        module.model.compile_for_training()
     if cfg.model.init_from and checkpoint is None:
         init_from_checkpoint(module, cfg)
     optimizer = build_optimizer(cfg, module)

@@ -39,9 +39,20 @@ class ReIDModel(nn.Module):
             nn.init.zeros_(self.neck.bias)
             nn.init.ones_(self.neck.weight)
 
+    def compile_for_training(self) -> None:
+        """``train.compile``: training steps run the backbone through ``torch.compile``
+        (inductor: the forward compiles at the first step, the backward at the first backward).
+        Eval mode (feature extraction, the IR centers' feature passes) keeps the eager backbone,
+        so the model compiles once, not again for every batch size; the compiled wrapper is not
+        a submodule, so the state dict and checkpoints are unchanged."""
+        self.__dict__["_training_backbone"] = torch.compile(self.backbone)
+
     def forward_both(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f_t, f_i): the pre-BN feature (triplet loss) and the BNNeck feature (head, test)."""
-        global_feature = self.reduction(self.pool(self.backbone(images)))
+        backbone = self.__dict__.get("_training_backbone") if self.training else None
+        if backbone is None:
+            backbone = self.backbone
+        global_feature = self.reduction(self.pool(backbone(images)))
         return global_feature, self.neck(global_feature)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

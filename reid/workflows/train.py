@@ -30,7 +30,8 @@ from ..errors import OutputError
 log = logging.getLogger(__name__)
 
 RESUMABLE = (
-    "train.epochs", "eval.every", "data.workers", "train.threads", "output.tensorboard",
+    "train.epochs", "eval.every", "data.workers", "train.threads", "train.compile",
+    "output.tensorboard",
 )  # fmt: skip
 
 

@@ -77,6 +77,27 @@ def test_summaries_read_runs_from_before_parallel(tmp_path):
     assert list(table["machine"]) == ["not recorded"]
 
 
+def test_wall_per_run_counts_only_runs_trained_in_one_go(tmp_path):
+    """A resumed run's wall time covers only what was left of it, so the summary's cost per
+    run is the mean over whole runs and says how many those were."""
+    grid = write_grid(tmp_path, tmp_path, [], [{"name": "learned", "seeds": [0, 1, 2]},
+                                               {"name": "ir"}])  # fmt: skip
+    runs = [("learned", 0, 600.0, False), ("learned", 1, 60.0, True), ("learned", 2, 720.0, False),
+            ("ir", 0, 90.0, True)]  # fmt: skip
+    for arm, seed, wall, resumed in runs:
+        run = tmp_path / f"out/runs/{arm}_rho4_s{seed}"
+        run.mkdir(parents=True)
+        result = {c: 0.5 for c in study_module.COLUMNS}
+        result.update(arm=arm, head="softmax", weights="learned", rho=4.0, seed=seed,
+                      init_from="", wall_s=wall, resumed=resumed, machine="m", parallel=1)  # fmt: skip
+        (run / "result.json").write_text(json.dumps(result))
+    study_module.summarise(study_module.Grid.load(grid), tmp_path / "out")
+    rows = {line.split(" | ")[0][2:]: line.rsplit(" | ", 1)[1]
+            for line in (tmp_path / "out/results.md").read_text().splitlines()
+            if line.startswith(("| learned |", "| ir |"))}  # fmt: skip
+    assert rows == {"learned": "11.0 min (2 of 3) |", "ir": "— (every run resumed) |"}
+
+
 @pytest.mark.parametrize(
     "common, parallel, only, message",
     [

@@ -98,6 +98,27 @@ def test_wall_per_run_counts_only_runs_trained_in_one_go(tmp_path):
     assert rows == {"learned": "11.0 min (2 of 3) |", "ir": "— (every run resumed) |"}
 
 
+def test_the_best_recipe_is_set_against_the_peer_engine(tmp_path):
+    """The issue's target, the best recipe against torchreid's engine at equal budget: the best
+    of our arms from ImageNet (IR or learned, here the IR arm) minus the peer, paired by seed; a
+    fine-tuned arm (twice the images) is not a candidate however high it scores."""
+    arms = [{"name": "learned"}, {"name": "ir"}, {"name": "peer", "engine": "torchreid"},
+            {"name": "ft", "init_from": "learned"}]  # fmt: skip
+    grid = write_grid(tmp_path, tmp_path, [], arms)
+    maps = {"learned": 0.60, "ir": 0.70, "peer": 0.55, "ft": 0.90}
+    for arm, mAP in maps.items():
+        run = tmp_path / f"out/runs/{arm}_rho4_s0"
+        run.mkdir(parents=True)
+        result = {c: 0.5 for c in study_module.COLUMNS}
+        result.update(arm=arm, head="softmax", weights="centers" if arm == "ir" else "learned",
+                      rho=4.0, seed=0, init_from="learned" if arm == "ft" else "", mAP=mAP,
+                      rank1=mAP, resumed=False, machine="m", parallel=1)  # fmt: skip
+        (run / "result.json").write_text(json.dumps(result))
+    study_module.summarise(study_module.Grid.load(grid), tmp_path / "out")
+    text = (tmp_path / "out/results.md").read_text()
+    assert "| ir | peer | 4 | 1 | +15.00 | +15.00 | +15.00 |" in text
+
+
 @pytest.mark.parametrize(
     "common, parallel, only, message",
     [

@@ -227,6 +227,7 @@ def summarise(grid: Grid, out: Path) -> pd.DataFrame:
             at = table[table.rho == rho]
             lines += _paired_row(at, arm.name, arm.pair, rho)
     lines += _against_best_learned(table)
+    lines += _against_peer_engine(table, [a.name for a in grid.arms if a.engine == "torchreid"])
     machines = table["machine"].value_counts()
     runs = {m: f"{n} run" + ("s" if n > 1 else "") for m, n in machines.items()}
     lines += ["", "Machines: " + "; ".join(f"{m} ({n})" for m, n in runs.items()) + ".",
@@ -285,6 +286,25 @@ def _against_best_learned(table: pd.DataFrame) -> list[str]:
             continue
         for arm in at[at.weights == "centers"]["arm"].unique():
             lines += _paired_row(at, arm, learned.idxmax(), rho)
+    return lines
+
+
+def _against_peer_engine(table: pd.DataFrame, peers: list[str]) -> list[str]:
+    """The best recipe (highest mean mAP of our arms trained from ImageNet, any head or weights)
+    against each peer-engine arm of the same ρ and budget, paired by seed."""
+    if not peers or not table["arm"].isin(peers).any():
+        return []
+    lines = ["", "The best recipe (our arms from ImageNet, by mean mAP) − torchreid's engine, same ρ "
+             "and budget, paired by seed, in mAP points:", "",
+             "| best recipe | peer engine | ρ | pairs | ΔmAP per seed | mean ΔmAP | ΔR1 mean |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    scratch = table[table["init_from"].fillna("").astype(str) == ""]
+    for (rho, *_), at in scratch.groupby(["rho", "epochs", "iters_per_epoch"], sort=True):
+        ours = at[~at["arm"].isin(peers)].groupby("arm")["mAP"].mean()
+        if ours.empty:
+            continue
+        for peer in at[at["arm"].isin(peers)]["arm"].unique():
+            lines += _paired_row(at, ours.idxmax(), peer, rho)
     return lines
 
 

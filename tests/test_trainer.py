@@ -282,20 +282,35 @@ def test_a_stop_right_after_a_checkpoint_names_that_checkpoint(
 
 
 #: the speed settings that promise the same training up to float reordering (not bf16: it
-#: rounds every product to 8 bits and is reported apart)
-SPEED_SETTINGS = [["train.channels_last=true"], ["train.compile=true"],
-                  ["train.channels_last=true", "train.compile=true"]]  # fmt: skip
+#: rounds every product to 8 bits and is reported apart), each with the head weights and the
+#: number of SGD steps compared. IR centers over one step only: from a random start their runs
+#: are chaotic (measured here: channels_last's first-step rounding, 6e-7 in the first conv,
+#: grew to 1e-4 after step 2 and 1e-3 after step 3; a thread-count change, 3e-8 → 2e-7), so one
+#: step is what float reordering can be held to.
+SPEED_SETTINGS = [
+    (["train.channels_last=true"], "learned", 3),
+    (["train.compile=true"], "learned", 3),
+    (["train.channels_last=true", "train.compile=true"], "learned", 3),
+    (["train.channels_last=true", "train.compile=true"], "centers", 1),
+]
 
 
-@pytest.mark.parametrize("setting", SPEED_SETTINGS, ids=lambda s: "+".join(s))
-def test_speed_settings_train_the_same_model(synthetic_root, tmp_path, setting):
+@pytest.mark.parametrize(
+    "setting, weights, steps",
+    SPEED_SETTINGS,
+    ids=lambda v: "+".join(v) if isinstance(v, list) else str(v),
+)
+def test_speed_settings_train_the_same_model(synthetic_root, tmp_path, setting, weights, steps):
     """channels_last and torch.compile change only the order of float sums: the same seeded run
-    with and without them logs the same losses and ends at the same weights (within float32
-    reordering over 3 SGD steps), under the same state-dict keys, so their checkpoints load
-    anywhere (the compiled backbone is no submodule). Cross-entropy alone: batch-hard triplet
-    mining picks its hardest pair by argmax, which float reordering may flip at a near tie."""
-    common = ["train.epochs=1", "train.max_iters_per_epoch=3", "eval.every=0", "optim.name=sgd",
-              "optim.warmup_epochs=0", "loss.triplet=0"]  # fmt: skip
+    with and without them logs the same losses and ends at the same weights (within 5e-5: the
+    first conv's weights move ~3e-3 per step; compiled, with IR centers, they differed by up to
+    1.7e-5 after one step here), under the same state-dict keys, so their checkpoints load anywhere (the
+    compiled backbone is no submodule). With IR centers, their train-mode feature pass (eager:
+    no gradients) and their update are part of what must agree. Cross-entropy alone: batch-hard
+    triplet mining picks its hardest pair by argmax, which float reordering may flip at a tie."""
+    common = ["train.epochs=1", f"train.max_iters_per_epoch={steps}", "eval.every=0",
+              "optim.name=sgd", "optim.warmup_epochs=0", "loss.triplet=0",
+              f"head.weights={weights}"]  # fmt: skip
     fit(tiny(synthetic_root, *common), tmp_path / "plain", progress=False)
     fit(tiny(synthetic_root, *common, *setting), tmp_path / "fast", progress=False)
     plain, fast = (
@@ -307,6 +322,8 @@ def test_speed_settings_train_the_same_model(synthetic_root, tmp_path, setting):
     assert list(a) == list(b)
     for key in a:
         if a[key].is_floating_point():
-            torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-5, msg=key)
+            torch.testing.assert_close(
+                b[key], a[key], rtol=1e-3, atol=5e-5, msg=lambda m, key=key: f"{key}: {m}"
+            )
         else:
             assert torch.equal(b[key], a[key]), key

@@ -40,16 +40,18 @@ class ReIDModel(nn.Module):
             nn.init.ones_(self.neck.weight)
 
     def compile_for_training(self) -> None:
-        """``train.compile``: training steps run the backbone through ``torch.compile``
+        """``train.compile``: the gradient steps run the backbone through ``torch.compile``
         (inductor: the forward compiles at the first step, the backward at the first backward).
-        Eval mode (feature extraction, the IR centers' feature passes) keeps the eager backbone,
-        so the model compiles once, not again for every batch size; the compiled wrapper is not
-        a submodule, so the state dict and checkpoints are unchanged."""
+        Every pass without gradients (feature extraction, the IR centers' train-mode feature
+        passes) keeps the eager backbone, so the model compiles once, not again for each mode and
+        batch size; the compiled wrapper is not a submodule, so the state dict and checkpoints
+        are unchanged."""
         self.__dict__["_training_backbone"] = torch.compile(self.backbone)
 
     def forward_both(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f_t, f_i): the pre-BN feature (triplet loss) and the BNNeck feature (head, test)."""
-        backbone = self.__dict__.get("_training_backbone") if self.training else None
+        compiled = self.training and torch.is_grad_enabled()
+        backbone = self.__dict__.get("_training_backbone") if compiled else None
         if backbone is None:
             backbone = self.backbone
         global_feature = self.reduction(self.pool(backbone(images)))

@@ -217,7 +217,8 @@ def summarise(grid: Grid, out: Path) -> pd.DataFrame:
             f"| {arm} | {rho:g} | {len(g)} | {ms('rank1')} | {ms('mAP')} | {ms('mINP')} | {angle} | "
             f"{_wall_per_run(g)} |"
         )
-    lines += ["", "Paired differences, IR − learned (same head form, ρ and seed), in mAP points:", "",
+    lines += ["", "Paired differences, IR − the learned arm the grid pairs it with (its head form, or its "
+              "recipe), same ρ and seed, in mAP points:", "",
               "| IR arm | learned arm | ρ | pairs | ΔmAP per seed | mean ΔmAP | ΔR1 mean |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     for arm in grid.arms:

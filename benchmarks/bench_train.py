@@ -150,13 +150,13 @@ def file_loader(records, size, batch, workers) -> DataLoader:
 
 
 def ours_images_per_s(
-    module, cfg, loader, batch, iters, channels_last, amp_dtype, compile=False
+    module, cfg, loader, batch, iters, channels_last, amp_dtype, compiled=False
 ) -> tuple[float, float]:
     """Our ``train_one_epoch`` on ``loader``: (img/s of the timed steps, seconds the first steps
-    took beyond two steady ones: the compilation with ``compile``, about 0 without)."""
+    took beyond two steady ones: the compilation with ``compiled``, about 0 without)."""
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
-    if compile:
+    if compiled:
         module.model.compile_for_training()  # as train.compile does
     losses = build_losses(cfg, module.head.num_classes)
     optimizer = build_optimizer(cfg, module)
@@ -275,13 +275,13 @@ def main() -> None:
             "channels_last_cache_compile": (True, None, True),
             "channels_last_bf16": (False, torch.bfloat16, False),
         }
-        for leg, (in_memory, dtype, compile) in legs.items():
+        for leg, (in_memory, dtype, compiled) in legs.items():
             loader = cached if in_memory else file_loader(dataset.train, size, batch, args.workers)
             rate, excess = ours_images_per_s(
-                fresh(), cfg, loader, batch, iters, True, dtype, compile
+                fresh(), cfg, loader, batch, iters, True, dtype, compiled
             )
             row[f"ours_{leg}_img_s"] = rate
-            if compile:
+            if compiled:
                 row[f"ours_{leg}_compile_s"] = excess
         for leg in ("fp32", *legs):
             row[f"ours_{leg}_ratio"] = row[f"ours_{leg}_img_s"] / row["torchreid_img_s"]

@@ -45,6 +45,20 @@ def results(out: Path) -> dict:
     }
 
 
+def write_result(out: Path, arm: str, seed: int = 0, drop=(), **fields) -> None:
+    """A finished run's result.json under ``out`` as the summaries read it (arm ``arm`` at ρ 4):
+    every column 0.5 but the identity columns and ``fields``; ``drop``: columns left out, as in
+    files written before they existed."""
+    run = out / f"runs/{arm}_rho4_s{seed}"
+    run.mkdir(parents=True)
+    result = {c: 0.5 for c in study_module.COLUMNS}
+    result.update(arm=arm, head="softmax", weights="learned", rho=4.0, seed=seed, init_from="")
+    result.update({"resumed": False, "machine": "m", "parallel": 1, **fields})
+    for column in drop:
+        del result[column]
+    (run / "result.json").write_text(json.dumps(result))
+
+
 def test_side_by_side_runs_have_the_numbers_of_runs_one_at_a_time(synthetic_root, tmp_path):
     """Three runs (one fine-tuning from another) two at a time, each in its own process, against
     the same grid one run at a time in this process: the same numbers to the bit (one
@@ -67,11 +81,7 @@ def test_summaries_read_runs_from_before_parallel(tmp_path):
     """result.json files written before ``parallel`` existed are one-at-a-time runs, and those
     from before ``machine`` say that theirs was not recorded."""
     grid = write_grid(tmp_path, tmp_path, [], [{"name": "learned"}])
-    run = tmp_path / "out/runs/learned_rho4_s0"
-    run.mkdir(parents=True)
-    old = {c: 0.5 for c in study_module.COLUMNS if c not in ("parallel", "machine")}
-    old.update(arm="learned", head="softmax", weights="learned", rho=4.0, seed=0, init_from="")
-    (run / "result.json").write_text(json.dumps(old))
+    write_result(tmp_path / "out", "learned", drop=("parallel", "machine"))
     table = study_module.summarise(study_module.Grid.load(grid), tmp_path / "out")
     assert list(table["parallel"]) == [1]
     assert list(table["machine"]) == ["not recorded"]
@@ -85,12 +95,7 @@ def test_wall_per_run_counts_only_runs_trained_in_one_go(tmp_path):
     runs = [("learned", 0, 600.0, False), ("learned", 1, 60.0, True), ("learned", 2, 720.0, False),
             ("ir", 0, 90.0, True)]  # fmt: skip
     for arm, seed, wall, resumed in runs:
-        run = tmp_path / f"out/runs/{arm}_rho4_s{seed}"
-        run.mkdir(parents=True)
-        result = {c: 0.5 for c in study_module.COLUMNS}
-        result.update(arm=arm, head="softmax", weights="learned", rho=4.0, seed=seed,
-                      init_from="", wall_s=wall, resumed=resumed, machine="m", parallel=1)  # fmt: skip
-        (run / "result.json").write_text(json.dumps(result))
+        write_result(tmp_path / "out", arm, seed, wall_s=wall, resumed=resumed)
     study_module.summarise(study_module.Grid.load(grid), tmp_path / "out")
     rows = {line.split(" | ")[0][2:]: line.rsplit(" | ", 1)[1]
             for line in (tmp_path / "out/results.md").read_text().splitlines()
@@ -107,13 +112,9 @@ def test_the_best_recipe_is_set_against_the_peer_engine(tmp_path):
     grid = write_grid(tmp_path, tmp_path, [], arms)
     maps = {"learned": 0.60, "ir": 0.70, "peer": 0.55, "ft": 0.90}
     for arm, mAP in maps.items():
-        run = tmp_path / f"out/runs/{arm}_rho4_s0"
-        run.mkdir(parents=True)
-        result = {c: 0.5 for c in study_module.COLUMNS}
-        result.update(arm=arm, head="softmax", weights="centers" if arm == "ir" else "learned",
-                      rho=4.0, seed=0, init_from="learned" if arm == "ft" else "", mAP=mAP,
-                      rank1=mAP, resumed=False, machine="m", parallel=1)  # fmt: skip
-        (run / "result.json").write_text(json.dumps(result))
+        write_result(tmp_path / "out", arm, mAP=mAP, rank1=mAP,
+                     weights="centers" if arm == "ir" else "learned",
+                     init_from="learned" if arm == "ft" else "")  # fmt: skip
     study_module.summarise(study_module.Grid.load(grid), tmp_path / "out")
     text = (tmp_path / "out/results.md").read_text()
     assert "| ir | peer | 4 | 1 | +15.00 | +15.00 | +15.00 |" in text

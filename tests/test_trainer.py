@@ -304,10 +304,11 @@ def test_speed_settings_train_the_same_model(synthetic_root, tmp_path, setting, 
     """channels_last and torch.compile change only the order of float sums: the same seeded run
     with and without them logs the same losses and ends at the same weights (within 5e-5: the
     first conv's weights move ~3e-3 per step; compiled, with IR centers, they differed by up to
-    1.7e-5 after one step here), under the same state-dict keys, so their checkpoints load anywhere (the
-    compiled backbone is no submodule). With IR centers, their train-mode feature pass (eager:
-    no gradients) and their update are part of what must agree. Cross-entropy alone: batch-hard
-    triplet mining picks its hardest pair by argmax, which float reordering may flip at a tie."""
+    1.7e-5 after one step here), under the same state-dict keys, so their checkpoints load
+    anywhere (the compiled backbone is no submodule). With IR centers, their train-mode feature
+    pass (eager: no gradients) and their update are part of what must agree. Cross-entropy
+    alone: batch-hard triplet mining picks its hardest pair by argmax, which float reordering
+    may flip at a tie."""
     common = ["train.epochs=1", f"train.max_iters_per_epoch={steps}", "eval.every=0",
               "optim.name=sgd", "optim.warmup_epochs=0", "loss.triplet=0",
               f"head.weights={weights}"]  # fmt: skip

@@ -240,13 +240,10 @@ def summarise(grid: Grid, out: Path) -> pd.DataFrame:
     return table
 
 
-def _whole(g: pd.DataFrame) -> pd.DataFrame:
-    """The runs of ``g`` that trained from start to end in one invocation (not resumed)."""
-    return g[~g["resumed"].fillna(False).astype(bool)]
-
-
 def _wall_per_run(g: pd.DataFrame) -> str:
-    whole = _whole(g)["wall_s"].astype(float)
+    """Mean wall time of the runs of ``g`` that trained from start to end in one invocation: a
+    resumed run's time covers only the rest."""
+    whole = g[~g["resumed"].fillna(False).astype(bool)]["wall_s"].astype(float)
     if whole.empty:
         return "— (every run resumed)"
     return f"{whole.mean() / 60:.1f} min" + (

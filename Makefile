@@ -24,7 +24,7 @@ serve: $(STAMP)  # after make demo: the search API and page on the demo index, l
 
 test: $(STAMP)
 	bash .ci/browser.sh  # Chromium for the page's browser test (apt-get, when missing)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15  # the slowest tests, to keep the suite near 15 min
 
 lint: $(STAMP)
 	$(BIN)/ruff check reid tools tests benchmarks

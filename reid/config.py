@@ -8,7 +8,7 @@ resolved configuration saved next to every run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -156,6 +156,15 @@ class Config:
 
 class ConfigError(ReidError):
     """Bad configuration: unknown key, wrong type or value, unreadable file."""
+
+
+#: every boolean key, ``section.key``
+BOOLEAN_KEYS = frozenset(
+    f"{section.name}.{item.name}"
+    for section in fields(Config)
+    for item in fields(section.default_factory())
+    if item.type in ("bool", bool)
+)
 
 
 #: choice fields and their valid values, taken from the registries that use them
@@ -350,9 +359,23 @@ def _moved(other):
     return data
 
 
+def _check_booleans(data, source: str) -> None:
+    """A boolean key takes true or false (or 1 / 0): OmegaConf reads any other number as true
+    (``data.flip=2`` would be on), which hides a typo or a value meant for another key."""
+    for section, items in data.items() if isinstance(data, dict) else ():
+        for key, value in items.items() if isinstance(items, dict) else ():
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if number and value not in (0, 1) and f"{section}.{key}" in BOOLEAN_KEYS:
+                raise ConfigError(
+                    f"{source}: {section}.{key}: {value!r} is not a boolean; use true or false"
+                )
+
+
 def _merge(base: DictConfig, other, source: str) -> DictConfig:
+    other = _moved(other)
+    _check_booleans(other, source)
     try:
-        return OmegaConf.merge(base, _moved(other))
+        return OmegaConf.merge(base, other)
     except (ConfigKeyError, ConfigAttributeError) as exc:
         key = exc.full_key or str(exc)
         raise ConfigError(f"{source}: unknown key {key!r}; {_valid_keys(key)}") from None

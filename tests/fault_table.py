@@ -27,6 +27,7 @@ MECHANISMS = [
     "`tests/test_ownership.py`: a planted file under each output name of every tool, and an "
     "unrelated one beside them, survive every run and every replacement |",
     "| **Every check before the work.** Typed ranges for every numeric flag and config key, "
+    "true or false for every boolean key (OmegaConf alone reads 2 as true), "
     "devices that exist, targets (free or ours, writable, tested by creating a probe, names that "
     "fit), inputs (nulls, fractions, split values), compatibility (model and dimension before "
     "embedding, FAISS factory and IVF lists against the gallery), and only then the work; an old "
@@ -34,7 +35,7 @@ MECHANISMS = [
     "image folders built aside and swapped in). | `reid/arguments.py`, `reid/config.py` "
     "(`RANGES`), `OutputFolder.prepare` | `tests/test_arguments.py`: 0, −1, 1e12, a word and "
     "the values just outside each declared range, for every flag of every tool and every "
-    "numeric key |",
+    "numeric key; numbers and words that are no boolean, for every boolean key |",
     "| **One atomic write.** Temp in the target's folder under a short name holding its owner's "
     "pid (`.~reid.PID.XXXXXX`), fsync, rename, folder fsync; removed on failure; stale temps "
     "removed at the next start only when their owner is gone; the target's mode kept; a symlink "

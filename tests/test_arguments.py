@@ -15,7 +15,7 @@ import typing
 import pytest
 
 from reid.arguments import Bounded
-from reid.config import ITEM_RANGES, RANGES, Config, ConfigError, load_config
+from reid.config import BOOLEAN_KEYS, ITEM_RANGES, RANGES, Config, ConfigError, load_config
 from reid.heads import ALL_HEAD_OPTIONS, HEADS
 from reid.logging_utils import one_line_parse_errors
 from tests.conftest import REPO
@@ -187,3 +187,21 @@ def test_config_values_outside_the_range_are_refused_at_load(key):
             load_config(None, [*context(key), f"{key}={value}"])
     inside = low if not low_open else (low + high) / 2
     load_config(None, [*context(key), f"{key}={kind(inside)}"])
+
+
+@pytest.mark.parametrize("key", sorted(BOOLEAN_KEYS))
+def test_boolean_config_keys_take_true_or_false_only(key, tmp_path):
+    """OmegaConf alone reads any number as true (``data.flip=2`` would be on); every boolean
+    key refuses numbers other than 1 / 0 and words that are no boolean, naming the key, in an
+    override and in a YAML file alike, and takes true, false, 1 and 0."""
+    for value in ("2", "-1", "0.5", "1e12", "maybe", "null"):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_config(None, [*context(key), f"{key}={value}"])
+    section, option = key.split(".")
+    (tmp_path / "c.yaml").write_text(f"{section}:\n  {option}: 2\n")
+    with pytest.raises(ConfigError, match=rf"c\.yaml: {section}\.{option}: 2 is not a boolean"):
+        load_config(tmp_path / "c.yaml", context(key))
+    needs = ["model.init_from=parent/last.pt"] if key == "model.init_head" else []
+    for value, expect in (("true", True), ("false", False), ("1", True), ("0", False)):
+        config = load_config(None, [*context(key), *needs, f"{key}={value}"])
+        assert config[section][option] is expect

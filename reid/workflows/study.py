@@ -7,7 +7,8 @@ with, ``rhos: [...]`` to restrict it, and ``engine: torchreid`` for the peer's r
 Every run writes ``DIR/runs/ID/result.json`` when done; a rerun skips those, resumes a run killed
 mid-way from its ``last.pt``, and restarts one killed before its first epoch ended. After every
 run the summaries are rewritten: ``results.csv`` (one row per run), ``results.md`` (mean ± std
-per arm and ρ, and the paired IR − learned differences) and ``map_vs_rho.png``.
+per arm and ρ, and the paired IR − learned differences) and ``map_vs_rho.png`` (per ρ, each
+arm's mAP: a dot per seed, a bar at the mean).
 
 ``parallel=N`` (``--parallel N``) trains N runs side by side, each in a process of its own; a
 fine-tuning run starts once its parent has finished. The runs' own ``train.threads`` says how many
@@ -307,35 +308,55 @@ def _against_peer_engine(table: pd.DataFrame, peers: list[str]) -> list[str]:
 
 
 def _plot(table: pd.DataFrame, grid: Grid, path: Path) -> None:
+    """One panel per ρ (one mAP scale for all): every arm's held-out mAP, one dot per seed and a
+    bar at the mean, best arm on top; IR arms, learned arms and peer engines in their own
+    colours, fine-tuned arms (twice the images) as squares."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=100)
-    colours = plt.cm.tab20.colors
-    for i, arm in enumerate(grid.arms):
-        g = table[table.arm == arm.name]
-        if g.empty:
-            continue
-        stats = g.groupby("rho")["mAP"].agg(["mean", "std"]).sort_index()
-        ax.errorbar(
-            stats.index,
-            100 * stats["mean"],
-            yerr=100 * stats["std"].fillna(0),
-            marker="o",
-            capsize=3,
-            label=arm.name,
-            color=colours[(2 * i) % 20 + (i * 2 // 20) % 2],
-            linestyle="--" if "_ir" in arm.name else "-",
+    arms = {arm.name: arm for arm in grid.arms}
+    rhos = sorted(table["rho"].unique())
+    rows = max(table[table.rho == rho]["arm"].nunique() for rho in rhos)
+    fig, axes = plt.subplots(
+        1, len(rhos), figsize=(4.4 * len(rhos) + 0.6, 0.3 * rows + 1.6), dpi=100, squeeze=False
+    )
+    colours = {"ir": "tab:orange", "learned": "tab:blue", "peer": "tab:gray"}
+
+    def kind(name: str, g: pd.DataFrame) -> str:
+        if arms.get(name) is not None and arms[name].engine != "reid":
+            return "peer"
+        return "ir" if (g["weights"] == "centers").any() else "learned"
+
+    for ax, rho in zip(axes[0], rhos):
+        at = table[table.rho == rho]
+        order = at.groupby("arm")["mAP"].mean().sort_values().index
+        for y, name in enumerate(order):
+            g = at[at.arm == name]
+            colour = colours[kind(name, g)]
+            marker = "s" if g["init_from"].fillna("").astype(str).ne("").any() else "o"
+            ax.barh(y, 100 * g["mAP"].mean(), color=colour, alpha=0.25, height=0.6)
+            ax.scatter(100 * g["mAP"], [y] * len(g), color=colour, marker=marker, s=18, zorder=3)
+        ax.set_yticks(range(len(order)), list(order), fontsize=8)
+        ax.set_xlim(
+            max(0.0, 100 * table["mAP"].min() - 5), min(100.0, 100 * table["mAP"].max() + 3)
         )
-    ax.set_xscale("log")
-    ax.set_xlabel("imbalance ρ of the training set (log)")
-    ax.set_ylabel("held-out mAP (%)")
-    ax.set_title("Market-1501 held-out split: mAP vs imbalance (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
+        ax.set_xlabel("held-out mAP (%)")
+        ax.set_title(f"ρ = {rho:g}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    handles = [
+        Line2D([], [], color=c, marker="o", linestyle="", label=label)
+        for label, c in (
+            ("IR centers", colours["ir"]),
+            ("learned weights", colours["learned"]),
+            ("peer engine", colours["peer"]),
+        )  # fmt: skip
+    ] + [Line2D([], [], color="k", marker="s", linestyle="", label="fine-tuned (2× images)")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle("Market-1501 held-out split: mAP per arm (dots: seeds, bars: mean)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path)
     plt.close(fig)
 

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from reid.atomic import write_json
 from reid.config import load_config
 from reid.data import load_dataset
-from reid.data.cache import CachedLoader, ShuffledBatches
+from reid.data.cache import CachedLoader, shuffled_batches
 from reid.data.dataset import ImageDataset
 from reid.data.synthetic import SyntheticSpec, generate
 from reid.data.transforms import build_transforms
@@ -131,7 +131,7 @@ def cached_loader(records, size, batch) -> tuple[CachedLoader, float]:
     seconds its one-off decode took."""
     start = time.perf_counter()
     loader = CachedLoader(
-        records, size, ShuffledBatches(len(records), batch), flip=True, pad=0, random_erasing=0.0
+        records, size, shuffled_batches(len(records), batch), flip=True, pad=0, random_erasing=0.0
     )
     return loader, time.perf_counter() - start
 

@@ -127,9 +127,9 @@ def compiled_loop(data: str, iters: int) -> dict:
 
 
 def cached(data: str, iters: int, repeats: int = 2) -> dict:
-    """``data.cache=memory`` (decoded images, batched augmentations, no loader workers) against
-    the image path with 2 workers, interleaved ``repeats`` times in this process (the box is
-    noisy: a ratio of neighbours, not of runs minutes apart)."""
+    """``data.cache=memory`` (decoded images, the transforms in the training process, no loader
+    workers) against the image path with 2 workers, interleaved ``repeats`` times in this
+    process (the box is noisy: a ratio of neighbours, not of runs minutes apart)."""
     rows = {"files_2_workers": [], "cache": []}
     decode_s = None
     for _ in range(repeats):

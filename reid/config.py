@@ -38,8 +38,9 @@ class DataConfig:
     random_erasing: float = 0.5
     color_jitter: float = 0.0
     verify_images: bool = False
-    # memory: decode the training set once, augment whole batches in the training process
-    # (reid/data/cache.py); off: per-image PIL transforms in loader workers
+    # memory: decode the training set once and run the transforms in the training process
+    # (reid/data/cache.py; the same batches, to the bit); off: the transforms in loader workers.
+    # Not the default: its gain depends on the machine (README, training throughput)
     cache: str = "off"
     cache_gib: float = 2.0  # the most decoded training images may take; beyond it: off
 

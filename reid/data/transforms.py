@@ -7,6 +7,21 @@ from torchvision import transforms as T
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def train_steps(size: tuple[int, int], flip: bool = True, pad: int = 10, color_jitter: float = 0.0):
+    """The training augmentations between resizing and the float conversion: flip, pad + random
+    crop, colour jitter. They take PIL images and uint8 tensors alike (colour jitter excepted:
+    its PIL and tensor forms compute differently), so the decoded in-memory set
+    (``reid/data/cache.py``) runs these same objects."""
+    ops = []
+    if flip:
+        ops.append(T.RandomHorizontalFlip())
+    if pad:
+        ops += [T.Pad(pad), T.RandomCrop(tuple(size))]
+    if color_jitter:
+        ops.append(T.ColorJitter(color_jitter, color_jitter, color_jitter, 0))
+    return ops
+
+
 def build_transforms(
     size: tuple[int, int],
     train: bool,
@@ -17,12 +32,7 @@ def build_transforms(
 ):
     ops = [T.Resize(tuple(size), interpolation=T.InterpolationMode.BILINEAR)]
     if train:
-        if flip:
-            ops.append(T.RandomHorizontalFlip())
-        if pad:
-            ops += [T.Pad(pad), T.RandomCrop(tuple(size))]
-        if color_jitter:
-            ops.append(T.ColorJitter(color_jitter, color_jitter, color_jitter, 0))
+        ops += train_steps(size, flip, pad, color_jitter)
     ops += [T.ToTensor(), T.Normalize(MEAN, STD)]
     if train and random_erasing:
         ops.append(T.RandomErasing(p=random_erasing, value="random"))

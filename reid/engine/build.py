@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import arrays, load_dataset, verify_images
-from ..data.cache import CachedLoader, ShuffledBatches, decoded_bytes
+from ..data.cache import CachedLoader, decoded_bytes, shuffled_batches
 from ..data.dataset import ImageDataset
 from ..data.samplers import SAMPLERS
 from ..data.transforms import build_transforms
@@ -200,7 +200,10 @@ def build_train_loader(cfg: DictConfig, records, sampler, device: torch.device):
     if d.cache == "memory":
         size = decoded_bytes(len(records), d.image_size)
         if d.color_jitter:
-            log.info("data.cache=memory has no batched colour jitter: reading images from files")
+            log.info(
+                "data.cache=memory: colour jitter computes otherwise on tensors than on images, "
+                "which would change the numbers; reading images from files"
+            )
         elif size > d.cache_gib * 2**30:
             log.info(
                 "data.cache=memory: the decoded training set needs %.1f GiB > data.cache_gib=%g; "
@@ -209,17 +212,14 @@ def build_train_loader(cfg: DictConfig, records, sampler, device: torch.device):
                 d.cache_gib,
             )
         else:
-            batches = sampler or ShuffledBatches(
-                len(records), cfg.sampler.batch_size, cfg.train.seed
-            )
             return CachedLoader(
                 records,
                 d.image_size,
-                batches,
+                sampler or shuffled_batches(len(records), cfg.sampler.batch_size),
                 flip=d.flip,
                 pad=d.pad,
                 random_erasing=d.random_erasing,
-                seed=cfg.train.seed,
+                workers=d.workers,
                 threads=max(1, d.workers),
             )
     dataset = ImageDataset(

@@ -328,8 +328,6 @@ def _train_epoch(run: Training, epoch: int, progress: bool) -> dict:
     """One epoch of ``run``: the sampler's epoch, the centers' refresh, the steps, DDP sync."""
     if run.sampler is not None:
         run.sampler.set_epoch(epoch)
-    if hasattr(run.loader, "set_epoch"):  # data.cache=memory: the epoch's augmentations
-        run.loader.set_epoch(epoch)
     run.centers.begin_epoch(epoch)
     loop = run.loop
     try:

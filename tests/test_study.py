@@ -234,3 +234,29 @@ def test_ir_arms_are_compared_with_the_best_learned_arm_they_are_comparable_with
         "| asoftmax_ir | softmax_learned | 50 | 2 | -5.00, +4.00 | -0.50 | -0.50 |",
         "| ft_cosface_ir | ft_cosface_learned | 50 | 1 | -10.00 | -10.00 | -10.00 |",
     ]
+
+
+def test_a_parent_without_its_checkpoint_is_refused_first_or_refit(synthetic_root, tmp_path):
+    """Checkpoints are not committed with a study's results, so in a fresh clone a finished
+    parent has none: its fine-tuning run is refused before anything trains, naming both; with
+    ``refit_parents`` the parent trains again under refit/ (the committed run untouched; on the
+    same machine and threads, to the same numbers), the child starts from it, and the refit is
+    no row of the summaries."""
+    arms = [ARMS[0], ARMS[2]]  # learned, and ft fine-tuning from it
+    grid = write_grid(tmp_path, synthetic_root, ["train.threads=1"], arms)
+    out = tmp_path / "out"
+    study_module.run_study(grid, out, only=["learned"])
+    parent = out / "runs/learned_rho4_s0"
+    (parent / "last.pt").unlink()  # as a clone of the committed results has it
+    committed = (parent / "result.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"ft_rho4_s0 fine-tunes from learned_rho4_s0, which is "
+                       r"done but whose checkpoint .*last.pt is not here.*--refit-parents"):  # fmt: skip
+        study_module.run_study(grid, out)
+    assert not (out / "runs/ft_rho4_s0").exists() and not (out / "refit").exists()
+    table = study_module.run_study(grid, out, refit_parents=True)
+    refit = json.loads((out / "refit/runs/learned_rho4_s0/result.json").read_text())
+    assert (parent / "result.json").read_bytes() == committed and not (parent / "last.pt").exists()
+    assert {k: refit[k] for k in NUMBERS} == {k: json.loads(committed)[k] for k in NUMBERS}
+    child = (out / "runs/ft_rho4_s0/config.yaml").read_text()
+    assert str(out / "refit/runs/learned_rho4_s0/last.pt") in child
+    assert sorted(table["arm"]) == ["ft", "learned"]

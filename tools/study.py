@@ -25,11 +25,17 @@ def get_args_parser() -> argparse.ArgumentParser:
         "on the machine (2 cores: 1.17-1.22x on an AVX2 EPYC, 0.99x on an AVX-512 EPYC; "
         "benchmarks/results/study_parallel.json)",
     )
+    parser.add_argument(
+        "--refit-parents",
+        action="store_true",
+        help="a fine-tuning run whose parent is done but has no checkpoint here (checkpoints are "
+        "not committed with results): train the parent again under OUT/refit and start from it",
+    )
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    table = run_study(args.grid, args.out, args.only, args.parallel)
+    table = run_study(args.grid, args.out, args.only, args.parallel, args.refit_parents)
     print(f"{len(table)} runs done; {args.out}/results.md, results.csv, map_vs_rho.png")
 
 

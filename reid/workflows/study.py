@@ -10,6 +10,12 @@ run the summaries are rewritten: ``results.csv`` (one row per run), ``results.md
 per arm and ρ, and the paired IR − learned differences) and ``map_vs_rho.png`` (per ρ, each
 arm's mAP: a dot per seed, a bar at the mean).
 
+A fine-tuning run starts from its parent's ``last.pt``. Checkpoints are not committed with a
+study's results, so in a fresh clone a finished parent has none: such a run is refused before
+any run trains, unless ``refit_parents`` (``--refit-parents``) trains the parent again, with its
+own config and seed, under ``DIR/refit/runs/ID`` (never touching the committed run) and the
+child starts from that; the refit's numbers are printed beside the committed ones.
+
 ``parallel=N`` (``--parallel N``) trains N runs side by side, each in a process of its own; a
 fine-tuning run starts once its parent has finished. The runs' own ``train.threads`` says how many
 threads each uses, so a run's numbers do not depend on N or on what runs beside it; N runs of
@@ -48,6 +54,8 @@ COLUMNS = [
 
 
 STUDY_FILES = ("results.csv", "results.md", "map_vs_rho.png")
+#: where ``refit_parents`` trains again the parents whose checkpoints are not here
+REFIT = "refit"
 
 
 class StudyError(ReidError):
@@ -121,10 +129,18 @@ def run_id(arm: str, rho: float, seed: int) -> str:
 def _overrides(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> list[str]:
     items = [*grid.common, f"data.root={grid.data[rho]}", f"train.seed={seed}", *arm.overrides]
     if arm.init_from:
-        items.append(
-            f"model.init_from={out / 'runs' / run_id(arm.init_from, rho, seed) / 'last.pt'}"
-        )
+        items.append(f"model.init_from={parent_checkpoint(out, arm, rho, seed)}")
     return items
+
+
+def parent_checkpoint(out: Path, arm: Arm, rho: float, seed: int) -> Path:
+    """What fine-tuning run ``arm`` starts from: its parent's ``last.pt``, or, where that is not
+    here, the parent's finished refit (``DIR/refit/runs/ID/last.pt``)."""
+    parent = run_id(arm.init_from, rho, seed)
+    own, refit = out / "runs" / parent, out / REFIT / "runs" / parent
+    if not (own / "last.pt").is_file() and (refit / "result.json").is_file():
+        return refit / "last.pt"
+    return own / "last.pt"
 
 
 def _result_from_history(history: list[dict], cfg, arm: Arm, rho, seed) -> dict:
@@ -368,12 +384,17 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _check_pending(grid: Grid, pending: list, out: Path, parallel: int, grid_path) -> None:
+def _check_pending(
+    grid: Grid, pending: list, out: Path, parallel: int, grid_path, refit_parents: bool = False
+) -> list:
     """Every check a run would make at its start, for every run still to do, before the first
-    one trains: each config loads, each fine-tuning parent is done or scheduled before it, and
-    ``parallel`` runs of their ``train.threads`` fit the usable cores."""
-    scheduled = set()
+    one trains: each config loads, each fine-tuning parent is done or scheduled before it and,
+    when done, has its checkpoint here (or ``refit_parents``), and ``parallel`` runs of their
+    ``train.threads`` fit the usable cores. Returns the parents to train again, as
+    (arm, ρ, seed)."""
+    scheduled, refits = set(), []
     cores = usable_cores()
+    arms = {a.name: a for a in grid.arms}
     for arm, rho, seed in pending:
         rid = run_id(arm.name, rho, seed)
         if arm.init_from and not _parent_done(out, arm, rho, seed):
@@ -383,6 +404,22 @@ def _check_pending(grid: Grid, pending: list, out: Path, parallel: int, grid_pat
                     f"{grid_path}: {rid} fine-tunes from {parent}, which is neither done nor "
                     f"among the runs to do (--only leaves it out?)"
                 )
+        elif arm.init_from and not parent_checkpoint(out, arm, rho, seed).is_file():
+            parent = run_id(arm.init_from, rho, seed)
+            if not refit_parents:
+                raise ConfigError(
+                    f"{grid_path}: {rid} fine-tunes from {parent}, which is done but whose "
+                    f"checkpoint {out / 'runs' / parent / 'last.pt'} is not here (checkpoints are "
+                    "not committed with a study's results): --refit-parents trains it again "
+                    f"under {out / REFIT}, or --only leaves the fine-tuning arms out"
+                )
+            if arms[arm.init_from].init_from:
+                raise ConfigError(
+                    f"{grid_path}: {parent}, the parent of {rid}, is itself a fine-tuning run: "
+                    "--refit-parents trains again only parents trained from the start"
+                )
+            if (arms[arm.init_from], rho, seed) not in refits:
+                refits.append((arms[arm.init_from], rho, seed))
         scheduled.add(rid)
         cfg = load_config(grid.config, _overrides(grid, arm, rho, seed, out))
         if parallel > 1:
@@ -398,6 +435,23 @@ def _check_pending(grid: Grid, pending: list, out: Path, parallel: int, grid_pat
                     f"--parallel {parallel}: {parallel} runs x train.threads={threads} of {rid} "
                     f"need {threads * parallel} cores; this process may use {cores}"
                 )
+    return refits
+
+
+def _refit(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> None:
+    """Train finished run ``arm`` again under ``DIR/refit`` for its checkpoint (a killed refit
+    resumes), and say how its numbers compare with the committed run's."""
+    rid = run_id(arm.name, rho, seed)
+    (out / REFIT / "runs").mkdir(parents=True, exist_ok=True)
+    print(f"[study] {rid} again, for its checkpoint (refit) …", flush=True)
+    result = run_one(grid, arm, rho, seed, out / REFIT)
+    committed = json.loads(_result_path(out, arm.name, rho, seed).read_text())
+    print(
+        f"[study] refit {rid}: R1 {100 * result['rank1']:.2f} mAP {100 * result['mAP']:.2f}; "
+        f"committed R1 {100 * committed['rank1']:.2f} mAP {100 * committed['mAP']:.2f} "
+        f"(on {committed.get('machine', 'a machine not recorded')})",
+        flush=True,
+    )
 
 
 def _side_by_side(grid_path: Path, out: Path, arm: str, rho, seed, parallel: int, pipe) -> None:
@@ -488,7 +542,11 @@ def _run_side_by_side(grid_path, grid: Grid, pending: list, out: Path, parallel:
 
 
 def run_study(
-    grid_path: str | Path, out: str | Path, only: list[str] | None = None, parallel: int = 1
+    grid_path: str | Path,
+    out: str | Path,
+    only: list[str] | None = None,
+    parallel: int = 1,
+    refit_parents: bool = False,
 ) -> pd.DataFrame:
     grid = Grid.load(grid_path)
     out = Path(out)
@@ -503,9 +561,11 @@ def run_study(
         for arm, rho, seed in grid.runs()
         if (not only or arm.name in only) and not _result_path(out, arm.name, rho, seed).is_file()
     ]
-    _check_pending(grid, pending, out, parallel, grid_path)
+    refits = _check_pending(grid, pending, out, parallel, grid_path, refit_parents)
     OutputFolder(out, "study").prepare(STUDY_FILES)  # the summaries are the study's own
     (out / "runs").mkdir(parents=True, exist_ok=True)
+    for arm, rho, seed in refits:
+        _refit(grid, arm, rho, seed, out)
     if parallel > 1 and len(pending) > 1:
         _run_side_by_side(grid_path, grid, pending, out, parallel)
         return summarise(grid, out)

@@ -111,7 +111,7 @@ class TrainConfig:
     epochs: int = 120
     device: str = "auto"
     amp: str = "auto"  # auto | off | fp16 | bf16 (auto: fp16 on CUDA, off on CPU)
-    # NHWC convolutions: 1.27-1.40x for MobileNetV2 / ResNet-50 on 2-core CPUs, 0.85-0.96x for
+    # NHWC convolutions: 1.2-1.4x over fp32 NCHW for MobileNetV2 / ResNet-50 on 2-core CPUs, ~1x for
     # ResNet-18 (README, training throughput). Not the default: it reorders float sums, so a
     # seeded run ends at other numbers (within rounding per step, chaotic over a run); the
     # ResNet-50 configs (configs/market1501) and the study grids set it

@@ -37,15 +37,23 @@ def epochs_of_batches(cfg, records, epochs=2) -> tuple[list, list]:
     return batches, states, loader
 
 
-@pytest.mark.parametrize("workers", [0, 1, 2])
-@pytest.mark.parametrize("sampler", ["pk", "random"])
-@pytest.mark.parametrize("augment", ["all", "none"])
+@pytest.mark.parametrize(
+    "workers, sampler, augment",
+    [
+        (0, "pk", "all"),
+        (2, "pk", "all"),
+        (0, "random", "all"),
+        (2, "random", "all"),
+        (0, "pk", "none"),
+    ],
+)
 def test_the_cache_gives_the_image_paths_batches_to_the_bit(
     synthetic_root, workers, sampler, augment
 ):
     """Same seed, same batches: images (flip, pad + crop, normalisation, random erasing with
     random values), pids, camids and indices equal to the bit, over two epochs, with the image
-    path's loader workers or none, with an identity sampler or shuffled batches; and the global
+    path's loader workers (2: batches alternate between their generators) or none, with an
+    identity sampler or shuffled batches; and the global
     generator is left where the image path leaves it (the next epoch, the next run step)."""
     records = load_dataset(synthetic_root).train[:96]
     off = ["data.flip=false", "data.pad=0", "data.random_erasing=0"] if augment == "none" else []

@@ -368,7 +368,7 @@ def _plot(table: pd.DataFrame, grid: Grid, path: Path) -> None:
             ("IR centers", colours["ir"]),
             ("learned weights", colours["learned"]),
             ("peer engine", colours["peer"]),
-        )  # fmt: skip
+        )
     ] + [Line2D([], [], color="k", marker="s", linestyle="", label="fine-tuned (2× images)")]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle("Market-1501 held-out split: mAP per arm (dots: seeds, bars: mean)", fontsize=10)

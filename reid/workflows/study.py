@@ -209,7 +209,7 @@ def summarise(grid: Grid, out: Path) -> pd.DataFrame:
     rows = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/result.json"))]
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["parallel"] = table["parallel"].fillna(1).astype(int)  # runs from before --parallel
-    table["machine"] = table["machine"].fillna("not recorded")  # runs from before the column
+    table["machine"] = table["machine"].astype(object).fillna("not recorded")  # runs before it
     outputs = OutputFolder(out, "study")
     outputs.write("results.csv", lambda tmp: table.to_csv(tmp, index=False))
     if table.empty:

@@ -28,7 +28,7 @@ from torch.utils.data import BatchSampler, RandomSampler
 from torchvision import transforms as T
 
 from .images import read_image
-from .transforms import MEAN, STD, train_steps
+from .transforms import tensor_steps, train_steps
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,8 @@ class CachedLoader:
         self.pids = torch.tensor([r.pid for r in records], dtype=torch.long)
         self.camids = torch.tensor([r.camid for r in records], dtype=torch.long)
         self.batches, self.workers = batches, int(workers)
-        self.steps = T.Compose(train_steps(tuple(size), flip, pad)) if flip or pad else None
-        self.normalize = T.Normalize(MEAN, STD)
-        self.erasing = T.RandomErasing(p=random_erasing, value="random") if random_erasing else None
+        self.steps = T.Compose(train_steps(tuple(size), flip, pad))
+        self.tensor_steps = T.Compose(tensor_steps(random_erasing))
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -88,14 +87,13 @@ class CachedLoader:
     def augment(self, indices: torch.Tensor) -> torch.Tensor:
         """One batch through the image path's transforms, image by image (their draws come from
         the current global generator, in the image path's order)."""
-        out = []
-        for image in self.images[indices]:
-            if self.steps is not None:
-                image = self.steps(image)
-            # ToTensor's conversion of uint8, then Normalize: the image path's next two steps
-            image = self.normalize(image.float().div(255))
-            out.append(self.erasing(image) if self.erasing is not None else image)
-        return torch.stack(out)
+        # between the two: ToTensor's conversion of uint8
+        return torch.stack(
+            [
+                self.tensor_steps(self.steps(image).float().div(255))
+                for image in self.images[indices]
+            ]
+        )
 
     def __iter__(self):
         base = int(torch.empty((), dtype=torch.int64).random_().item())  # as a DataLoader iterator

@@ -33,7 +33,14 @@ def build_transforms(
     ops = [T.Resize(tuple(size), interpolation=T.InterpolationMode.BILINEAR)]
     if train:
         ops += train_steps(size, flip, pad, color_jitter)
-    ops += [T.ToTensor(), T.Normalize(MEAN, STD)]
-    if train and random_erasing:
+    ops.append(T.ToTensor())
+    return T.Compose(ops + tensor_steps(random_erasing if train else 0.0))
+
+
+def tensor_steps(random_erasing: float = 0.0) -> list:
+    """The steps after the float conversion: normalisation, then random erasing when > 0 (the
+    decoded in-memory set runs these same objects)."""
+    ops = [T.Normalize(MEAN, STD)]
+    if random_erasing:
         ops.append(T.RandomErasing(p=random_erasing, value="random"))
-    return T.Compose(ops)
+    return ops

@@ -4,6 +4,7 @@ fine-tuning run waits for its parent, and every refusal comes before the first r
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,12 @@ def test_a_parent_without_its_checkpoint_is_refused_first_or_refit(synthetic_roo
     child = (out / "runs/ft_rho4_s0/config.yaml").read_text()
     assert str(out / "refit/runs/learned_rho4_s0/last.pt") in child
     assert sorted(table["arm"]) == ["ft", "learned"]
+    # a clone of results committed with the refit's numbers but not its checkpoint, and a
+    # fine-tuning run still to do: the refit trains again (to the same numbers), not skipped
+    refit_dir = out / "refit/runs/learned_rho4_s0"
+    (refit_dir / "last.pt").unlink()
+    shutil.rmtree(out / "runs/ft_rho4_s0")
+    study_module.run_study(grid, out, refit_parents=True)
+    again = json.loads((refit_dir / "result.json").read_text())
+    assert {k: again[k] for k in NUMBERS} == {k: refit[k] for k in NUMBERS}
+    assert (refit_dir / "last.pt").is_file() and (out / "runs/ft_rho4_s0/result.json").is_file()

@@ -175,10 +175,20 @@ def _parent_done(out: Path, arm: Arm, rho: float, seed: int) -> bool:
     return not arm.init_from or _result_path(out, arm.init_from, rho, seed).is_file()
 
 
-def run_one(grid: Grid, arm: Arm, rho: float, seed: int, out: Path, parallel: int = 1) -> dict:
+def run_one(
+    grid: Grid,
+    arm: Arm,
+    rho: float,
+    seed: int,
+    out: Path,
+    parallel: int = 1,
+    for_checkpoint: bool = False,
+) -> dict:
+    """Bring one run to its end and return its result; a finished run is returned as it is,
+    unless ``for_checkpoint`` (a refit) and its checkpoint is not here: then it trains again."""
     run_dir = out / "runs" / run_id(arm.name, rho, seed)
     result_path = run_dir / "result.json"
-    if result_path.is_file():
+    if result_path.is_file() and not (for_checkpoint and not (run_dir / "last.pt").is_file()):
         return json.loads(result_path.read_text())
     if not _parent_done(out, arm, rho, seed):
         parent = run_id(arm.init_from, rho, seed)
@@ -444,12 +454,21 @@ def _refit(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> None:
     rid = run_id(arm.name, rho, seed)
     (out / REFIT / "runs").mkdir(parents=True, exist_ok=True)
     print(f"[study] {rid} again, for its checkpoint (refit) …", flush=True)
-    result = run_one(grid, arm, rho, seed, out / REFIT)
+    # a refit whose result was committed without its checkpoint (a fresh clone) trains again
+    earlier_path = _result_path(out / REFIT, arm.name, rho, seed)
+    earlier = json.loads(earlier_path.read_text()) if earlier_path.is_file() else None
+    result = run_one(grid, arm, rho, seed, out / REFIT, for_checkpoint=True)
     committed = json.loads(_result_path(out, arm.name, rho, seed).read_text())
     print(
         f"[study] refit {rid}: R1 {100 * result['rank1']:.2f} mAP {100 * result['mAP']:.2f}; "
         f"committed R1 {100 * committed['rank1']:.2f} mAP {100 * committed['mAP']:.2f} "
-        f"(on {committed.get('machine', 'a machine not recorded')})",
+        f"(on {committed.get('machine', 'a machine not recorded')})"
+        + (
+            f"; the earlier refit R1 {100 * earlier['rank1']:.2f} mAP {100 * earlier['mAP']:.2f} "
+            f"(on {earlier.get('machine', 'a machine not recorded')})"
+            if earlier is not None and earlier != result
+            else ""
+        ),
         flush=True,
     )
 

@@ -11,6 +11,7 @@ import pytest
 
 from reid.config import ConfigError
 from reid.machine import cpu_description
+from reid.outputs import sha256
 from reid.workflows import study as study_module
 
 from .conftest import TINY_TRAIN
@@ -237,6 +238,25 @@ def test_ir_arms_are_compared_with_the_best_learned_arm_they_are_comparable_with
     ]
 
 
+def test_paired_fine_tuning_runs_from_different_parents_are_marked(tmp_path):
+    """Two fine-tuning runs of one seed that started from different parents (a refit trained
+    again on a machine that rounds differently) are marked where they are paired, with both
+    parents' mAP; runs from one parent, or from before parents were recorded, are not."""
+    arms = [{"name": "ft_learned", "init_from": "learned"},
+            {"name": "ft_ir", "init_from": "learned", "pair": "ft_learned"}]  # fmt: skip
+    grid = write_grid(tmp_path, tmp_path, [], [{"name": "learned"}, *arms])
+    out = tmp_path / "out"
+    parents = {("ft_learned", 0): 0.6784, ("ft_ir", 0): 0.6740, ("ft_learned", 1): 0.67,
+               ("ft_ir", 1): 0.67, ("ft_learned", 2): None, ("ft_ir", 2): None}  # fmt: skip
+    for (arm, seed), parent in parents.items():
+        write_result(out, arm, seed, init_from="learned", parent_mAP=parent,
+                     weights="centers" if arm == "ft_ir" else "learned",
+                     mAP=0.62 if arm == "ft_ir" else 0.60)  # fmt: skip
+    study_module.summarise(study_module.Grid.load(grid), out)
+    text = (out / "results.md").read_text()
+    assert "| ft_ir | ft_learned | 4 | 3 | +2.00 (parents 67.40 vs 67.84), +2.00, +2.00 |" in text
+
+
 def test_a_parent_without_its_checkpoint_is_refused_first_or_refit(synthetic_root, tmp_path):
     """Checkpoints are not committed with a study's results, so in a fresh clone a finished
     parent has none: its fine-tuning run is refused before anything trains, naming both; with
@@ -260,6 +280,12 @@ def test_a_parent_without_its_checkpoint_is_refused_first_or_refit(synthetic_roo
     assert {k: refit[k] for k in NUMBERS} == {k: json.loads(committed)[k] for k in NUMBERS}
     child = (out / "runs/ft_rho4_s0/config.yaml").read_text()
     assert str(out / "refit/runs/learned_rho4_s0/last.pt") in child
+    # the child says which parent it started from: the refit, its checkpoint and numbers
+    started = json.loads((out / "runs/ft_rho4_s0/parent.json").read_text())
+    assert started["checkpoint"] == "refit/runs/learned_rho4_s0/last.pt"
+    assert started["sha256"] == sha256(out / started["checkpoint"])
+    assert (started["mAP"], started["machine"]) == (refit["mAP"], refit["machine"])
+    assert table.set_index("arm").loc["ft", "parent_mAP"] == refit["mAP"]
     assert sorted(table["arm"]) == ["ft", "learned"]
     # a clone of results committed with the refit's numbers but not its checkpoint, and a
     # fine-tuning run still to do: the refit trains again (to the same numbers), not skipped

@@ -14,7 +14,11 @@ A fine-tuning run starts from its parent's ``last.pt``. Checkpoints are not comm
 study's results, so in a fresh clone a finished parent has none: such a run is refused before
 any run trains, unless ``refit_parents`` (``--refit-parents``) trains the parent again, with its
 own config and seed, under ``DIR/refit/runs/ID`` (never touching the committed run) and the
-child starts from that; the refit's numbers are printed beside the committed ones.
+child starts from that; the refit's numbers are printed beside the committed ones. A refit is
+the same to the bit on the same kind of machine, not across kinds (their float rounding differs),
+so each fine-tuning run records the parent it started from (``parent.json``: the run, checkpoint,
+its hash and numbers; ``parent_mAP`` in results.csv), and the paired tables mark a pair of
+fine-tuning runs whose parents differ.
 
 ``parallel=N`` (``--parallel N``) trains N runs side by side, each in a process of its own; a
 fine-tuning run starts once its parent has finished. The runs' own ``train.threads`` says how many
@@ -41,7 +45,7 @@ from omegaconf import OmegaConf
 from ..config import ConfigError, load_config
 from ..errors import ReidError
 from ..machine import cpu_description
-from ..outputs import OutputFolder
+from ..outputs import OutputFolder, sha256
 from .train import train_to_end
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ COLUMNS = [
     "arm", "head", "weights", "rho", "seed", "init_from", "rank1", "mAP", "mINP", "wall_s",
     "center_angle_rare", "center_angle_mid", "center_angle_frequent",
     "center_angle_rare_first", "epochs", "iters_per_epoch", "resumed", "parallel", "machine",
+    "parent_mAP", "parent_machine",
 ]  # fmt: skip
 
 
@@ -143,6 +148,28 @@ def parent_checkpoint(out: Path, arm: Arm, rho: float, seed: int) -> Path:
     return own / "last.pt"
 
 
+def _record_parent(out: Path, arm: Arm, rho: float, seed: int, run_dir: Path, resumed: bool):
+    """Which parent fine-tuning run ``arm`` starts from, as ``run_dir/parent.json``: written when
+    the run starts (a resumed run keeps the record of its start; a refit trained again on another
+    machine may end elsewhere, so its siblings can have started from different parents).
+    Returns the record, or None for a run resumed from before such records."""
+    path = run_dir / "parent.json"
+    if resumed:
+        return json.loads(path.read_text()) if path.is_file() else None
+    checkpoint = parent_checkpoint(out, arm, rho, seed)
+    parent = json.loads((checkpoint.parent / "result.json").read_text())
+    record = {
+        "run": run_id(arm.init_from, rho, seed),
+        "checkpoint": str(checkpoint.relative_to(out)),
+        "sha256": sha256(checkpoint),
+        "rank1": parent.get("rank1"),
+        "mAP": parent.get("mAP"),
+        "machine": parent.get("machine"),
+    }
+    OutputFolder(run_dir, "study").write_json("parent.json", record)
+    return record
+
+
 def _result_from_history(history: list[dict], cfg, arm: Arm, rho, seed) -> dict:
     last = history[-1]
     first = history[0]
@@ -196,6 +223,7 @@ def run_one(
     cfg = load_config(grid.config, _overrides(grid, arm, rho, seed, out))
     start = time.perf_counter()
     resumed = (run_dir / "last.pt").is_file()
+    parent = _record_parent(out, arm, rho, seed, run_dir, resumed) if arm.init_from else None
     if arm.engine == "torchreid":
         from .torchreid_reference import train_torchreid  # optional peer, imported only here
 
@@ -211,6 +239,8 @@ def run_one(
     result["parallel"] = parallel  # runs side by side: wall_s is shared time, not one run's cost
     # a grid may span machines (sessions): their speed and their float rounding differ
     result["machine"] = cpu_description()
+    result["parent_mAP"] = parent["mAP"] if parent else None
+    result["parent_machine"] = parent["machine"] if parent else None
     OutputFolder(run_dir, "study").write_json("result.json", result)
     return result
 
@@ -287,10 +317,20 @@ def _paired_row(at: pd.DataFrame, ir: str, learned: str, rho: float) -> list[str
         return []
     d = [100 * (a.loc[s, "mAP"] - b.loc[s, "mAP"]) for s in seeds]
     r = [100 * (a.loc[s, "rank1"] - b.loc[s, "rank1"]) for s in seeds]
+    cells = [f"{x:+.2f}" + _parents_differ(a.loc[s], b.loc[s]) for x, s in zip(d, seeds)]
     return [
         f"| {ir} | {learned} | {rho:g} | {len(seeds)} | "
-        f"{', '.join(f'{x:+.2f}' for x in d)} | {np.mean(d):+.2f} | {np.mean(r):+.2f} |"
+        f"{', '.join(cells)} | {np.mean(d):+.2f} | {np.mean(r):+.2f} |"
     ]
+
+
+def _parents_differ(a: pd.Series, b: pd.Series) -> str:
+    """A note for a pair of fine-tuning runs that started from different parents (a refit trained
+    again on a machine that rounds differently): their difference is not one start's."""
+    pa, pb = a.get("parent_mAP"), b.get("parent_mAP")
+    if pd.isna(pa) or pd.isna(pb) or pa == pb:
+        return ""
+    return f" (parents {100 * pa:.2f} vs {100 * pb:.2f})"
 
 
 def _against_best_learned(table: pd.DataFrame) -> list[str]:
@@ -467,6 +507,11 @@ def _refit(grid: Grid, arm: Arm, rho: float, seed: int, out: Path) -> None:
             f"; the earlier refit R1 {100 * earlier['rank1']:.2f} mAP {100 * earlier['mAP']:.2f} "
             f"(on {earlier.get('machine', 'a machine not recorded')})"
             if earlier is not None and earlier != result
+            else ""
+        )
+        + (
+            "; fine-tuning runs from the earlier refit and from this one do not share a parent"
+            if earlier is not None and earlier["mAP"] != result["mAP"]
             else ""
         ),
         flush=True,

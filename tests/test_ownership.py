@@ -69,6 +69,7 @@ def world(tiny_checkpoint, synthetic_root, tmp_path_factory):
             "'", '"'
         )
         + f"data:\n  1: {synthetic_root}\nseeds: [0]\narms:\n  - name: a\n"
+        + "  - {name: b, init_from: a}\n"  # a fine-tuning run: it writes its parent record
     )
     return {
         "ck": tiny_checkpoint,
@@ -110,7 +111,8 @@ def case(tool: str, flag: str, w: dict, out):
         return ["--output", out, "--overwrite", f"data.root={data}", *TINY_TRAIN], out, [
             "config.yaml", "last.pt", "metrics.jsonl"]  # fmt: skip
     if (tool, flag) == ("study", "--out"):
-        return [w["grid"], "--out", out], out, ["results.csv", "results.md"]
+        return [w["grid"], "--out", out], out, [
+            "results.csv", "results.md", "runs/b_rho1_s0/parent.json"]  # fmt: skip
     if (tool, flag) == ("demo", "--run"):
         pytest.skip("the demo's run folder is train --output's (same code path), tested there")
     raise AssertionError(f"no planted-file case for {tool} {flag}: add one")

@@ -148,15 +148,20 @@ def parent_checkpoint(out: Path, arm: Arm, rho: float, seed: int) -> Path:
     return own / "last.pt"
 
 
-def _record_parent(out: Path, arm: Arm, rho: float, seed: int, run_dir: Path, resumed: bool):
-    """Which parent fine-tuning run ``arm`` starts from, as ``run_dir/parent.json``: written when
-    the run starts (a resumed run keeps the record of its start; a refit trained again on another
-    machine may end elsewhere, so its siblings can have started from different parents).
-    Returns the record, or None for a run resumed from before such records."""
-    path = run_dir / "parent.json"
+#: where a fine-tuning run records the parent it started from
+PARENT_RECORD = "parent.json"
+
+
+def _record_parent(out: Path, cfg, arm: Arm, rho: float, seed: int, run_dir: Path, resumed: bool):
+    """Which parent fine-tuning run ``arm`` starts from (the checkpoint its config loads), as
+    ``run_dir/parent.json``: written when the run starts (a resumed run keeps the record of its
+    start; a refit trained again on another machine may end elsewhere, so its siblings can have
+    started from different parents). Returns the record, or None for a run resumed from before
+    such records."""
+    path = run_dir / PARENT_RECORD
     if resumed:
         return json.loads(path.read_text()) if path.is_file() else None
-    checkpoint = parent_checkpoint(out, arm, rho, seed)
+    checkpoint = Path(cfg.model.init_from)
     parent = json.loads((checkpoint.parent / "result.json").read_text())
     record = {
         "run": run_id(arm.init_from, rho, seed),
@@ -166,7 +171,7 @@ def _record_parent(out: Path, arm: Arm, rho: float, seed: int, run_dir: Path, re
         "mAP": parent.get("mAP"),
         "machine": parent.get("machine"),
     }
-    OutputFolder(run_dir, "study").write_json("parent.json", record)
+    OutputFolder(run_dir, "study").write_json(PARENT_RECORD, record)
     return record
 
 
@@ -223,7 +228,7 @@ def run_one(
     cfg = load_config(grid.config, _overrides(grid, arm, rho, seed, out))
     start = time.perf_counter()
     resumed = (run_dir / "last.pt").is_file()
-    parent = _record_parent(out, arm, rho, seed, run_dir, resumed) if arm.init_from else None
+    parent = _record_parent(out, cfg, arm, rho, seed, run_dir, resumed) if arm.init_from else None
     if arm.engine == "torchreid":
         from .torchreid_reference import train_torchreid  # optional peer, imported only here
 
@@ -470,6 +475,8 @@ def _check_pending(
                 )
             if (arms[arm.init_from], rho, seed) not in refits:
                 refits.append((arms[arm.init_from], rho, seed))
+        if arm.init_from:  # a user's file under the parent record's name is not replaced
+            OutputFolder(out / "runs" / rid, "study").check([PARENT_RECORD])
         scheduled.add(rid)
         cfg = load_config(grid.config, _overrides(grid, arm, rho, seed, out))
         if parallel > 1:

@@ -131,7 +131,7 @@ def user_error(exc: BaseException, target: str | Path) -> OutputError | None:
     """The one-line error for an expected failure while writing ``target``, or None (a bug)."""
     parent = Path(target).absolute().parent
     if isinstance(exc, OSError) and exc.errno in USER_OS_ERRORS:
-        return OutputError(f"{target}: cannot write ({USER_OS_ERRORS[exc.errno]})")
+        return OutputError(f"{target}: cannot write ({USER_OS_ERRORS[exc.errno]})", exc.errno)
     if isinstance(exc, (RuntimeError, OSError)):
         text = str(exc).lower()
         full = "no space left" in text or "errno 28" in text
@@ -142,7 +142,9 @@ def user_error(exc: BaseException, target: str | Path) -> OutputError | None:
             except OSError:
                 full = False
         if full:
-            return OutputError(f"{target}: cannot write ({USER_OS_ERRORS[errno.ENOSPC]})")
+            return OutputError(
+                f"{target}: cannot write ({USER_OS_ERRORS[errno.ENOSPC]})", errno.ENOSPC
+            )
     return None
 
 

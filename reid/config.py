@@ -12,7 +12,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from .arguments import check_device
 from .data import LOADERS
@@ -404,6 +409,16 @@ def _read_yaml(path: Path) -> list:
     return layers + [(data, str(path))]
 
 
+def _check_interpolations(config: DictConfig, source: str) -> None:
+    """Every ``${...}`` resolves now, not at first use deep in a run: one line naming the key."""
+    try:
+        OmegaConf.to_container(config, resolve=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        reason = (str(getattr(exc, "msg", exc)).strip().splitlines() or ["cannot resolve"])[0]
+        raise ConfigError(f"{source}: {key}: cannot resolve its interpolation ({reason})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
     config = OmegaConf.structured(Config)
     if path is not None:
@@ -413,6 +428,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         config = _merge(config, OmegaConf.from_dotlist([item]), f"override {item!r}")
+    _check_interpolations(config, str(path) if path is not None else "config")
     validate(config, str(path) if path is not None else "config")
     OmegaConf.set_readonly(config, True)
     return config
@@ -420,7 +436,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def config_from_dict(data: dict, source: str = "checkpoint") -> DictConfig:
     """Re-validate a stored (resolved) configuration against the schema."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: not a mapping of sections (data:, model:, …)")
     config = _merge(OmegaConf.structured(Config), OmegaConf.create(data), source)
+    _check_interpolations(config, source)
     validate(config, source)
     OmegaConf.set_readonly(config, True)
     return config

@@ -16,7 +16,11 @@ class ReidError(ValueError):
 
 class OutputError(ReidError):
     """An output path the tool may not write: it holds something the tool cannot prove it wrote,
-    or it overlaps the tool's input."""
+    or it overlaps the tool's input; or an OS error while writing (``errno`` says which)."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
 
 
 class CheckpointError(ReidError, FileNotFoundError):

@@ -29,7 +29,10 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pydantic import Field
+
 from . import atomic
+from .boundary import RelativeName, Strict, parse
 from .errors import OutputError
 
 LEDGER = ".reid-output.json"
@@ -84,10 +87,12 @@ class OutputFolder:
 
     def _ledger(self) -> dict:
         try:
-            data = json.loads(self.ledger_path.read_text())
-        except (OSError, ValueError):
+            text = self.ledger_path.read_text()
+        except FileNotFoundError:
             return {}
-        return data if isinstance(data, dict) else {}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OutputError(f"{self.ledger_path}: cannot read the ledger ({exc})") from None
+        return parse_ledger(text, self.ledger_path)
 
     def entries(self) -> dict:
         files = self._ledger().get("files")
@@ -103,28 +108,29 @@ class OutputFolder:
 
     @contextmanager
     def _locked_ledger(self) -> Iterator[dict]:
-        """Read-modify-write of the ledger under an exclusive lock (concurrent writers)."""
+        """Read-modify-write of the ledger under an exclusive lock (concurrent writers). The
+        new ledger replaces the old atomically (``atomic.write_text``): a full disk or a crash
+        leaves the old ledger whole, never half of one. The lock is on the ledger file itself;
+        a writer that waited on a ledger since replaced locks the current one instead."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.ledger_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
+        while True:
+            fd = os.open(self.ledger_path, os.O_RDONLY | os.O_CREAT, 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX)
-            with os.fdopen(os.dup(fd), "r+") as handle:
+            try:
+                current = os.stat(self.ledger_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        try:
+            with os.fdopen(os.dup(fd), "r") as handle:
                 text = handle.read()
-                try:
-                    data = json.loads(text) if text.strip() else {}
-                except ValueError:
-                    data = {}
-                if not isinstance(data, dict):
-                    data = {}
-                data.setdefault("kind", self.tool)
-                files = data.get("files") if isinstance(data.get("files"), dict) else {}
-                data["files"] = files
-                yield files
-                handle.seek(0)
-                handle.truncate()
-                handle.write(json.dumps(data, indent=1, sort_keys=True))
-                handle.flush()
-                os.fsync(handle.fileno())
+            data = parse_ledger(text, self.ledger_path)
+            data.setdefault("kind", self.tool)
+            files = data.setdefault("files", {})
+            yield files
+            atomic.write_text(self.ledger_path, json.dumps(data, indent=1, sort_keys=True))
         finally:
             os.close(fd)
 
@@ -247,6 +253,63 @@ class OutputFolder:
         return gone
 
 
+class LedgerEntry(Strict):
+    tool: str
+    size: int | None = Field(default=None, ge=0)
+    mtime_ns: int | None = None
+    sha256: str | None = None
+    link: str | None = None
+    folder: bool | None = None
+
+
+class Ledger(Strict):
+    kind: str | None = None
+    created: str | None = None  # the folder marker of earlier versions
+    files: dict[RelativeName, LedgerEntry] = Field(default_factory=dict)
+
+
+def parse_ledger(text: str, path: Path) -> dict:
+    """A ledger's content, checked (``reid.boundary``): its names stay inside the folder. A
+    ledger that does not parse is one line: it is the proof of what reid wrote there, and
+    guessing would either refuse every file or license the wrong ones."""
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise OutputError(
+            f"{path}: not valid JSON ({exc}); this ledger lists the files reid wrote in its "
+            "folder: restore it, or remove it (reid then treats every file there as yours)"
+        ) from None
+    parse(Ledger, data, path, OutputError)
+    return data
+
+
+#: the tool name under which the service lists the images it enrols (their folder's ledger)
+ENROL_TOOL = "enrol"
+
+
+def remove_owned(paths: Iterable[str | Path], tool: str) -> list[str]:
+    """Delete those of ``paths`` that their folder's ledger lists as written by ``tool`` and
+    unchanged since (an identity's enrolled images, when its rows leave an index: a removal
+    takes effect everywhere, whoever made it). Any other file is kept. Returns what went."""
+    by_folder: dict[Path, list[str]] = {}
+    for path in paths:
+        path = Path(path)
+        by_folder.setdefault(path.parent, []).append(path.name)
+    gone = []
+    for folder, names in by_folder.items():
+        outputs = OutputFolder(folder, tool)
+        try:
+            entries = outputs.entries()
+        except OutputError:
+            continue  # a ledger that does not parse licenses nothing
+        ours = [n for n in names if entries.get(n, {}).get("tool") == tool]
+        if ours:
+            gone += [str(folder / n) for n in outputs.remove(ours)]
+    return gone
+
+
 def swap_in(staged: Path, final: Path) -> None:
     """Put the completed folder ``staged`` at ``final``; the old ``final`` (checked to hold only
     files reid wrote) goes only after the new one is in place."""
@@ -281,7 +344,7 @@ def probe_writable(folder: str | Path, flag: str = "--out") -> None:
         probe.unlink()
     except OSError as exc:
         reason = atomic.USER_OS_ERRORS.get(exc.errno, exc.strerror or str(exc))
-        raise OutputError(f"{flag} {folder}: cannot write there ({reason})") from None
+        raise OutputError(f"{flag} {folder}: cannot write there ({reason})", exc.errno) from None
     finally:
         for path in reversed(created):
             try:

@@ -41,8 +41,45 @@ MECHANISMS = [
     "removed at the next start only when their owner is gone; the target's mode kept; a symlink "
     "target refused. An index commits by replacing its manifest after writing a new generation "
     "of files beside the old (a crash leaves the old index or the new one); a killed save's "
-    "journal names its orphans. | `reid/atomic.py`; `GalleryIndex.save` | every tool writes "
-    "through it |",
+    "journal names its orphans. The ownership ledger is replaced the same way (it was rewritten "
+    "in place: a full disk left broken JSON, and every file of the folder then counted as not "
+    "reid's). | `reid/atomic.py`; `GalleryIndex.save`; `OutputFolder._locked_ledger` | every "
+    "tool writes through it; `test_the_ledger_is_replaced_atomically` |",
+    "| **One parser per file kind, at the boundary.** Every file reid reads is parsed where it "
+    "is read into a checked object (pydantic schemas, or the config schema): keys, types, "
+    "ranges, lengths, cross-field consistency; names that become paths (manifest files and "
+    "roles, journal entries, ledger entries, study arm names) are plain names inside their "
+    "folder. Beyond it the code trusts the object; a file that fails is one line naming the "
+    "file and the field. | `reid/boundary.py`; `index/manifest.py` (manifest, journal), "
+    "`outputs.py` (ledger), `models/checkpoint.py`, `models/export.py` (sidecar), "
+    "`evaluation/features_io.py`, `data/manifest.py` (CSV), `workflows/study.py` (grid), "
+    "`config.py` (config, interpolations) | `tests/test_file_boundaries.py`: every key of every "
+    "kind deleted and retyped, an unknown key, `..`, a nested and an absolute path in every "
+    "name, the file truncated, names duplicated: one line or a clean read, nothing written or "
+    "deleted, a victim file beside the folder intact |",
+    "| **A checkpoint cannot run code.** Written as tensors and plain types, read with "
+    "`torch.load(weights_only=True)`; a file that needs any other object is refused before any "
+    "of it runs, naming the objects; an older reid checkpoint converts by "
+    "`tools/convert_checkpoint.py`, run by the user on a file they trust. | "
+    "`reid/models/checkpoint.py` (`read_checkpoint`, `convert_checkpoint`) | "
+    "`test_a_checkpoint_carrying_a_pickled_callable_is_refused_without_running_it` (every "
+    "reader) |",
+    "| **The service serves what the disk holds.** Each request compares the manifest's identity "
+    "(a commit replaces it: a new inode) with the one it loaded and swaps in the new index "
+    "before answering; an index it cannot serve answers 503. Any removal, CLI or HTTP, deletes "
+    "the enrolled images of the removed rows (listed in the enrolment folder's ledger). One "
+    "pixel conversion for tools and service; pixel budgets per file, per request and per "
+    "process, checked on the declared size; expected OS errors answer 507 (full) or 503. | "
+    "`reid/service/gallery.py` (`snapshot`), `outputs.remove_owned`, `service/uploads.py` "
+    "(`PixelBudget`), `data/images.to_rgb` | `tests/test_service.py`: a CLI removal seen by "
+    "the next request, the request and process budgets, a 16-bit upload, a read-only folder, "
+    "an index of another model |",
+    "| **A collection belongs to one folder.** The export records the folder's identity (host, "
+    "file system, inode, path) in the collection and the manifest; a write from another folder "
+    "(a copy) is refused with what to do; every server call goes through one wrapper that "
+    "bounds it (`REID_MILVUS_TIMEOUT`, 60 s) and makes its failure one line, keeping the "
+    "journal for the next writer. | `reid/index/milvus_store.py` (`check_owner`, `_Timed`) | "
+    "`tests/test_milvus.py`: a copied folder, a server killed mid-append |",
     "| **One error path.** Expected OS errors (a full disk also when torch or FAISS report it as "
     "`RuntimeError`, a name too long, no permission, a read-only file system) become one line "
     "naming the user's path; Ctrl-C names the last good checkpoint (exit 130); a reason that "
@@ -50,7 +87,10 @@ MECHANISMS = [
     "(`user_error`), `reid/logging_utils.py` (`tool_main`) | the rows below |",
     "",
     "Case counts of the probe that opened this work (89 cases, 58 defects): every case below "
-    "that names it now ends as its row says.",
+    "that names it now ends as its row says. The second probe (168 cases, 60 defects: what reid "
+    "reads) is answered by the four mechanisms above and their generated tests; its named cases "
+    "are rows below or tests in `tests/test_file_boundaries.py`, `tests/test_service.py` and "
+    "`tests/test_milvus.py`. Who is trusted with what: [security.md](security.md).",
     "",
 ]
 

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from reid.config import ConfigError, load_config
+from reid.data.records import DatasetError
 from reid.data.synthetic import SyntheticSpec, generate
 from reid.engine.checkpoint import load_checkpoint
 from reid.engine.trainer import NonFiniteLossError, fit
@@ -831,3 +833,60 @@ def test_an_atomic_write_beside_a_socket_a_fifo_and_an_unreadable_file(tmp_path)
     finally:
         server.close()
         locked.chmod(0o600)
+
+
+def test_resume_of_a_run_whose_last_pt_is_a_link_is_refused_before_training(
+    synthetic_root, tmp_path
+):
+    """--resume RUN whose last.pt is a symbolic link → one error line before any epoch trains (it trained a whole epoch first)."""
+    run_dir, _ = train(None, [f"data.root={synthetic_root}", *TINY_TRAIN], str(tmp_path / "r"))
+    real = tmp_path / "elsewhere.pt"
+    os.replace(run_dir / "last.pt", real)
+    os.symlink(real, run_dir / "last.pt")
+    metrics = (run_dir / "metrics.jsonl").read_text()
+    with pytest.raises(OutputError, match="last.pt already exists"):
+        train(None, ["train.epochs=2"], resume=str(run_dir), progress=False)
+    assert (run_dir / "metrics.jsonl").read_text() == metrics  # no epoch trained
+    assert (run_dir / "last.pt").is_symlink() and real.is_file()
+
+
+def test_a_model_whose_embeddings_are_not_finite_fails_on_its_first_batch(
+    tiny_checkpoint, synthetic_root, tmp_path
+):
+    """a checkpoint whose model produces NaN embeddings → evaluate and export_index give one error line naming it, after the first batch (it was a traceback, or a refusal after the whole pass)."""
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    module = {
+        k: (v * float("nan") if v.is_floating_point() else v)
+        for k, v in checkpoint["module"].items()
+    }
+    torch.save({**checkpoint, "module": module}, tmp_path / "nan.pt")
+    for tool, args in (
+        ("evaluate", ["--checkpoint", tmp_path / "nan.pt", "--data", synthetic_root]),
+        ("export_index", ["--checkpoint", tmp_path / "nan.pt", "--gallery", synthetic_root,
+                          "--out", tmp_path / "idx"]),
+    ):  # fmt: skip
+        line = one_error_line(run_tool(tool, *args), "nan.pt", "NaN or infinite embeddings")
+        assert "batch of" in line
+    assert not (tmp_path / "idx" / "manifest.json").exists()
+
+
+def test_a_folder_holding_only_a_config_is_not_called_a_run(synthetic_root, tmp_path):
+    """train --output FOLDER holding only config.yaml → names the file it holds; no --resume offered (it said "a finished or running training run")."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text("data: {}\n")
+    with pytest.raises(OutputError) as caught:
+        train(None, [f"data.root={synthetic_root}", *TINY_TRAIN], str(tmp_path / "r"))
+    assert "(config.yaml)" in str(caught.value) and "--resume" not in str(caught.value)
+
+
+def test_a_csv_manifest_with_an_empty_path_or_a_float_pid_names_the_line(tmp_path):
+    """a CSV manifest row with an empty path, or pids written as 3.0 → one line naming the line (it was a TypeError, or "first bad value on line ?")."""
+    from reid.data.manifest import load_manifest
+
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "m.csv").write_text("path,pid,split\na.jpg,1,train\n,2,train\n")
+    with pytest.raises(DatasetError, match="column 'path' is empty on line 3"):
+        load_manifest(tmp_path / "m.csv", check_files=False)
+    (tmp_path / "m.csv").write_text("path,pid,split\na.jpg,1.0,train\na.jpg,2.5,query\n")
+    with pytest.raises(DatasetError, match=r"column 'pid' must hold integers \(line 3: 2.5\)"):
+        load_manifest(tmp_path / "m.csv", check_files=False)

@@ -211,7 +211,7 @@ def test_failure_mid_append_rolls_the_batch_back(milvus_uri, tmp_path, monkeypat
 
     monkeypatch.setattr(Collection, "insert", failing)
     index = GalleryIndex.load(out, writer=True)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(StoreError, match="insert failed .network gone.; the committed index"):
         index.append(features[100:], paths[100:], pids[100:], camids[100:], model_hash="m1")
     monkeypatch.undo()
     assert calls["n"] == 3 and (out / "manifest.json").read_bytes() == before
@@ -371,3 +371,104 @@ def test_wrong_server_collection_model_dim_and_field_are_one_line_before_any_wri
     before = sorted(p.name for p in out.iterdir())
     line = tool("export_index", "--out", out, "--remove-pids", int(pids[0]))
     assert "not found" in line and sorted(p.name for p in out.iterdir()) == before
+
+
+def test_a_copied_index_folder_cannot_write_the_owners_collection(milvus_uri, tmp_path):
+    """cp -a IDX IDX_BAK, then an export or a removal into the copy with the same collection:
+    refused with one line (it would move the alias and drop the collection under IDX's
+    manifest); the copy still searches, and the owner still loads and writes."""
+    import shutil
+
+    features, paths, pids, camids = gallery(n=80)
+    out = export(tmp_path, milvus_uri, "owned", features, paths, pids, camids)
+    copy = tmp_path / "owned_bak"
+    shutil.copytree(out, copy, symlinks=True)
+    owner = json.loads((out / "manifest.json").read_text())["store"]["owner"]
+    assert owner["path"] == str(out.resolve())
+    for attempt in (
+        lambda: GalleryIndex.build(features, paths, pids, camids, directory=copy,
+                                   options=options(milvus_uri, "owned"), model_hash="m1"),
+        lambda: GalleryIndex.load(copy, writer=True),
+    ):  # fmt: skip
+        with pytest.raises(StoreError, match="belongs to the index folder .*this folder is a copy"):
+            attempt()
+    assert GalleryIndex.load(copy).count == 80  # reading from a copy is fine
+    index = GalleryIndex.load(out, writer=True)
+    index.remove(index.metadata["pid"].to_numpy() == pids[0])
+    index.save(out)
+    assert GalleryIndex.load(out).count < 80
+
+
+class Proxy:
+    """A TCP relay to the Milvus server that the test can kill: to the client, the server died
+    (connections reset, nothing listening), while the real server lives on for other tests."""
+
+    def __init__(self, uri: str):
+        import socket
+        import threading
+        from urllib.parse import urlsplit
+
+        self.target = ("127.0.0.1", urlsplit(uri).port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port, self.sockets, self.alive = self.listener.getsockname()[1], [], True
+        self._socket, self._thread = socket, threading
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while self.alive:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = self._socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                self._thread.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def kill(self):
+        self.alive = False
+        self.listener.close()
+        for sock in self.sockets:
+            try:
+                sock.shutdown(self._socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+def test_a_server_killed_mid_append_is_one_line_and_the_index_is_unchanged(
+    milvus_uri, tmp_path, monkeypatch
+):
+    """The Milvus server dies during an append (seen through a relay the test kills): one
+    StoreError line after a bounded wait (REID_MILVUS_TIMEOUT), not minutes of retries and a
+    traceback; the committed manifest unchanged; the journal kept, so the next writer (reaching
+    the server again) rolls the rows already inserted back."""
+    import time
+
+    from reid.index import milvus_store
+
+    proxy = Proxy(milvus_uri)
+    uri = f"http://127.0.0.1:{proxy.port}"
+    features, paths, pids, camids = gallery(n=300)
+    out = export(tmp_path, uri, "dies", features[:100], paths[:100], pids[:100], camids[:100])
+    before = (out / "manifest.json").read_bytes()
+    monkeypatch.setattr(milvus_store, "BATCH_BYTES", 4096)
+    monkeypatch.setenv(milvus_store.TIMEOUT_ENV, "5")
+    index = GalleryIndex.load(out, writer=True)
+    start = time.monotonic()
+    with pytest.raises(StoreError, match="failed .*the committed index is unchanged"):
+        index.append(features[100:], paths[100:], pids[100:], camids[100:], model_hash="m1",
+                     progress=lambda done, total: proxy.kill())  # fmt: skip
+    assert time.monotonic() - start < 60
+    assert (out / "manifest.json").read_bytes() == before
+    assert list(out.glob(".~reid.*.milvus.json"))  # the next writer's to recover
+    assert GalleryIndex.load(out, writer=True, uri=milvus_uri).count == 100
+    assert GalleryIndex.load(out, uri=milvus_uri).count == 100  # checked: ids as the manifest

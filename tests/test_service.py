@@ -226,6 +226,125 @@ def test_malformed_and_oversized_uploads(index_dir, tiny_checkpoint):
     assert refused.status_code == 413 and "the limit is 1000000" in refused.json()["detail"]
 
 
+def flat_png(width: int, height: int, mode: str = "L") -> bytes:
+    """A real, flat PNG: a few KB on the wire, ``width × height`` pixels once decoded."""
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), 128).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def test_memory_is_bounded_per_request_and_per_process(index_dir, tiny_checkpoint):
+    """The issue's case: many flat PNGs, each under the per-file pixel limit, in one request
+    (16 × 36 MP took the server to 4.4 GB): refused by the request's pixel budget before they
+    are decoded; the process budget answers 503 when concurrent requests hold it."""
+    from reid.service.uploads import PixelBudget, UploadError, UploadLimits
+
+    limits = UploadLimits(max_pixels=4_000_000, max_request_pixels=6_000_000)
+    client = make_client(index_dir, tiny_checkpoint, limits=limits)
+    files = [("files", (f"q{i}.png", flat_png(1800, 1800), "image/png")) for i in range(4)]
+    refused = client.post("/search", files=files, headers=AUTH)
+    assert refused.status_code == 413, refused.text
+    assert "declare more than 6000000 pixels in all" in refused.json()["detail"]
+    assert client.post("/search", files=files[:1], headers=AUTH).status_code == 200
+    budget = PixelBudget(5_000_000)
+    first, second = budget.request(), budget.request()
+    first.take(4_000_000, "a")
+    with pytest.raises(UploadError) as busy:
+        second.take(2_000_000, "b")
+    assert busy.value.status == 503
+    first.release()
+    second.take(2_000_000, "b")
+    second.release()
+    assert budget.used == 0
+
+
+def test_a_16_bit_upload_decodes_like_the_command_line(index_dir, tiny_checkpoint, tmp_path):
+    """One conversion for the service and the tools: a 16-bit PNG is its grey values (the
+    upload path made it all white), and the service's embedding equals the search tool's."""
+    from reid.data.images import read_image
+    from reid.service.uploads import decode
+
+    values = (np.arange(64 * 32, dtype=np.uint16).reshape(64, 32) * 30).astype(np.uint16)
+    path = tmp_path / "q16.png"
+    Image.fromarray(values).save(path)  # mode I;16
+    served = decode(path.read_bytes(), "q16.png")
+    assert np.array_equal(np.asarray(served), np.asarray(read_image(str(path))))
+    assert len(np.unique(np.asarray(served))) > 10  # not all white
+
+
+def test_a_removal_from_the_command_line_is_seen_by_the_next_request(
+    index_dir, tiny_checkpoint, synthetic_root, tmp_path
+):
+    """ "Forget this person" made with export_index --remove-pids while the service runs: the
+    next search, identity, thumbnail and health answer without them, and the images the service
+    enrolled for them are deleted by the command line's removal too."""
+    from reid.workflows.index import remove_from_index
+
+    index = fresh_copy(index_dir, tmp_path)
+    client = make_client(index, tiny_checkpoint)
+    query = queries(synthetic_root, 1)
+    enrolled = client.post(
+        "/gallery/enrol", files=upload(query * 2), data={"pid": 4343, "camid": 1}, headers=AUTH
+    )
+    assert enrolled.status_code == 200, enrolled.text
+    row = enrolled.json()["rows"][0]
+    assert len(list((index / "enrolled").glob("*.jpg"))) == 2
+    count = client.get("/health").json()["count"]
+    done = remove_from_index(str(index), pids=[4343])  # the CLI's removal, beside the server
+    assert done["removed"] == 2 and len(done["deleted_images"]) == 2
+    assert not list((index / "enrolled").glob("*.jpg"))
+    assert client.get("/health").json()["count"] == count - 2
+    assert client.get("/gallery/identities/4343", headers=AUTH).status_code == 404
+    assert client.get(f"/gallery/rows/{row}/thumbnail", headers=AUTH).status_code == 404
+    hits = client.post("/search", files=upload(query), data={"topk": 5}, headers=AUTH).json()
+    assert 4343 not in [h["pid"] for h in hits["results"][0]["hits"]]
+    other = int(GalleryIndex.load(index).metadata["pid"].iloc[0])
+    remove_from_index(str(index), pids=[other])
+    assert client.get(f"/gallery/identities/{other}", headers=AUTH).status_code == 404
+
+
+def test_an_index_the_server_cannot_serve_or_write_is_one_line(
+    index_dir, tiny_checkpoint, synthetic_root, tmp_path
+):
+    """A read-only index folder answers an enrol with 503 and one line (it was a bare 500);
+    an index replaced on disk by another model's answers 503 until it is fixed, never the old
+    index's hits."""
+    index = fresh_copy(index_dir, tmp_path)
+    client = make_client(index, tiny_checkpoint)
+    query = queries(synthetic_root, 1)
+    if os.geteuid() != 0:  # root writes through permission bits: test the mount case below
+        os.chmod(index, 0o555)
+        try:
+            answer = client.post("/gallery/enrol", files=upload(query), data={"pid": 7, "camid": 1},
+                                 headers=AUTH)  # fmt: skip
+        finally:
+            os.chmod(index, 0o755)
+        assert answer.status_code == 503 and "cannot write" in answer.json()["detail"]
+    from reid import outputs
+
+    real = outputs.probe_writable
+
+    def read_only(folder, flag="--out"):
+        raise outputs.OutputError(
+            f"{flag} {folder}: cannot write there (read-only file system)", 30
+        )
+
+    outputs.probe_writable = read_only
+    try:
+        answer = client.post("/gallery/enrol", files=upload(query), data={"pid": 7, "camid": 1},
+                             headers=AUTH)  # fmt: skip
+    finally:
+        outputs.probe_writable = real
+    assert answer.status_code == 503, answer.text
+    assert "read-only file system" in answer.json()["detail"]
+    manifest = json.loads((index / "manifest.json").read_text())
+    manifest["model_hash"] = "another model"
+    (index / "manifest.json").write_text(json.dumps(manifest))
+    answer = client.post("/search", files=upload(query), headers=AUTH)
+    assert answer.status_code == 503 and "cannot be served" in answer.json()["detail"]
+    assert client.get("/health").status_code == 503
+
+
 # ------------------------------------------------------------------------- a real server process
 def free_port() -> int:
     with socket.socket() as s:

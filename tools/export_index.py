@@ -98,6 +98,8 @@ def main(args: argparse.Namespace) -> None:
             raise ReidError("--remove-pids/--remove-paths edit an existing index: no --gallery")
         done = remove_from_index(args.out, args.remove_pids, args.remove_paths)
         print(f"index: {args.out}: removed {done['removed']} vectors, {done['count']} left")
+        if done["deleted_images"]:
+            print(f"deleted {len(done['deleted_images'])} enrolled images of the removed rows")
         if done["unknown_pids"] or done["missing_paths"]:
             print(
                 f"not in the index: pids {done['unknown_pids']}, "

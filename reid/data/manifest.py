@@ -24,6 +24,26 @@ from .records import (
 )
 
 REQUIRED = ("path", "pid", "split")
+COLUMNS = (*REQUIRED, "camid")
+#: identities and cameras are ids: a larger value is a damaged file, not an id
+LIMIT = 2**53
+
+
+def _integers(values: pd.Series, column: str, csv_path: Path) -> pd.Series:
+    """``values`` as int64, or one line naming the first line whose value is not an integer
+    (empty, a fraction, a word, or too large for an id)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() | (numbers % 1 != 0) | (numbers.abs() > LIMIT)
+    if bad.any():
+        line = int(bad.idxmax()) + 2
+        value = values[bad.idxmax()]
+        shown = (
+            "empty" if pd.isna(value) else repr(value.item() if hasattr(value, "item") else value)
+        )
+        raise DatasetError(
+            f"{csv_path}: column {column!r} must hold integers (line {line}: {shown})"
+        )
+    return numbers.astype("int64")
 
 
 def load_manifest(csv_path: str | Path, check_files: bool = True) -> ReIDDataset:
@@ -39,18 +59,21 @@ def load_manifest(csv_path: str | Path, check_files: bool = True) -> ReIDDataset
         raise DatasetError(
             f"{csv_path}: missing column(s) {missing}; required {list(REQUIRED)}, optional ['camid']"
         )
+    unknown = [c for c in table.columns if c not in COLUMNS]
+    if unknown:
+        raise DatasetError(
+            f"{csv_path}: unknown column(s) {unknown}; a manifest has {list(COLUMNS)}"
+        )
     if table.empty:
         raise DatasetError(f"{csv_path}: manifest has no rows")
     for column in ("pid", "camid"):
-        if column in table.columns and not pd.api.types.is_integer_dtype(table[column]):
-            bad = table.index[
-                pd.to_numeric(table[column], errors="coerce").isna()
-                | (pd.to_numeric(table[column], errors="coerce") % 1 != 0)
-            ]
-            row = int(bad[0]) + 2 if len(bad) else "?"
-            raise DatasetError(
-                f"{csv_path}: column {column!r} must hold integers (first bad value on line {row})"
-            )
+        if column in table.columns:
+            table[column] = _integers(table[column], column, csv_path)
+    paths = table["path"]
+    empty = paths.isna() | (paths.astype(str).str.strip() == "")
+    if empty.any():
+        raise DatasetError(f"{csv_path}: column 'path' is empty on line {empty.idxmax() + 2}")
+    table["path"] = paths.astype(str)
     bad_split = sorted(set(table["split"].astype(str)) - set(SPLITS))
     if bad_split:
         raise DatasetError(f"{csv_path}: unknown split value(s) {bad_split}; valid: {list(SPLITS)}")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
-from ..models.checkpoint import read_checkpoint
+from ..models.checkpoint import plain, read_checkpoint
 
 
 def atomic_save(obj, path: str | Path) -> None:
@@ -24,8 +24,9 @@ def atomic_save(obj, path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Any checkpoint written by ``atomic_save`` (``models.checkpoint.read_checkpoint``)."""
-    return read_checkpoint(path, require_model=False)
+    """A training checkpoint (``models.checkpoint.read_checkpoint``: read without running code,
+    every field ``--resume`` needs checked)."""
+    return read_checkpoint(path, training=True)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -41,7 +42,7 @@ def rng_state() -> dict:
     """Every random generator's state, for an exact resume."""
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
+        "numpy": plain(np.random.get_state()),  # noqa: NPY002 - keys as a tensor
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -49,7 +50,9 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    name, keys, *rest = state["numpy"]
+    keys = np.asarray(keys.numpy() if isinstance(keys, torch.Tensor) else keys, dtype=np.uint32)
+    np.random.set_state((name, keys, *rest))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

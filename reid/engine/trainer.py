@@ -29,6 +29,7 @@ from ..evaluation.features_io import FeatureSet
 from ..evaluation.pipeline import evaluate_features
 from ..evaluation.rank import RankResult
 from ..models import FeatureExtractor
+from ..models.checkpoint import plain
 from ..outputs import OutputFolder, lock_folder
 from .build import EvalSettings, Losses, Training, build_training
 from .centers import TERCILES, CenterLifecycle
@@ -175,17 +176,18 @@ def _save(run: Training, epoch: int, name: str) -> None:
 
 
 def _state(run: Training, epoch: int) -> dict:
+    """Tensors and plain types only: the file loads with ``weights_only=True``."""
     return {
         "module": run.core.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict(),
         "epoch": epoch,
-        "sampler": run.sampler.state_dict() if run.sampler is not None else None,
+        "sampler": plain(run.sampler.state_dict()) if run.sampler is not None else None,
         "rng": rng_state(),
-        "config": to_dict(run.cfg),
-        "history": run.history,
-        "best_map": run.best_map,
+        "config": plain(to_dict(run.cfg)),
+        "history": plain(run.history),
+        "best_map": plain(run.best_map),
         "num_classes": run.core.head.num_classes,
     }
 
@@ -254,7 +256,7 @@ def fit(
         created = not run_dir.exists()
         try:
             with lock_folder(run_dir, "training run", "--output"):
-                return _fit(cfg, run_dir, resume, progress, replace, check_names=not resume)
+                return _fit(cfg, run_dir, resume, progress, replace, check_names=True)
         except BaseException:
             if created and run_dir.is_dir() and not any(run_dir.iterdir()):
                 run_dir.rmdir()  # a run that failed its checks leaves no empty folder behind
@@ -278,8 +280,13 @@ def _fit(
     cfg: DictConfig, run_dir: Path, resume: bool, progress: bool, replace: bool, check_names: bool
 ) -> dict:
     outputs = run_outputs(run_dir)
-    if check_names:  # a new run's names: free, or the earlier run's own files
-        outputs.check(RUN_FILES, "choose another --output folder")
+    if check_names:  # the names this run writes: free, or the run's own files (a link is not)
+        outputs.check(
+            RUN_FILES,
+            "resume a run whose files reid wrote (move it away, or start a new run)"
+            if resume
+            else "choose another --output folder",
+        )
     run = build_training(cfg, run_dir, load_checkpoint(run_dir / "last.pt") if resume else None)
     main, loop = run.rank == 0, run.loop
     if main:

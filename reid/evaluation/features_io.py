@@ -43,12 +43,24 @@ def save_features(path: str | Path, query: FeatureSet, gallery: FeatureSet) -> N
             np.savez(handle, features=features, **columns)
 
 
+#: identities and cameras are ids, not quantities: anything past this is a damaged file
+LABEL_LIMIT = 2**53
+ARRAYS = ("features", "pids", "camids", "split", "paths")
+
+
 def integer_labels(values, key: str, path) -> np.ndarray:
     """``values`` as int64, refusing what a cast would silently change: a null or NaN (which
     int64 turns into a huge negative identity), a fraction (31.7 would become 31), a word."""
     array = np.asarray(values)
     if array.dtype.kind in "iu":
-        return array.astype(np.int64)
+        if array.dtype == np.uint64 and len(array) and array.max() > LABEL_LIMIT:
+            row = int(np.argmax(array))
+            raise DatasetError(f"{path}: {key} row {row} is {array[row]}, outside ±{LABEL_LIMIT}")
+        array = array.astype(np.int64)
+        if len(array) and np.abs(array).max() > LABEL_LIMIT:
+            row = int(np.argmax(np.abs(array)))
+            raise DatasetError(f"{path}: {key} row {row} is {array[row]}, outside ±{LABEL_LIMIT}")
+        return array
     if array.dtype.kind == "b":
         raise DatasetError(f"{path}: {key} must be integers, found booleans")
     out = np.empty(len(array), dtype=np.int64)
@@ -61,7 +73,12 @@ def integer_labels(values, key: str, path) -> np.ndarray:
             raise DatasetError(f"{path}: {key} row {row} is {value!r}, not an integer")
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise DatasetError(f"{path}: {key} must be integers, found {value!r} (row {row})")
+        if not -LABEL_LIMIT <= value <= LABEL_LIMIT:
+            raise DatasetError(f"{path}: {key} row {row} is {value!r}, outside ±{LABEL_LIMIT}")
         out[row] = int(value)
+    if len(out) and np.abs(out).max() > LABEL_LIMIT:
+        row = int(np.argmax(np.abs(out)))
+        raise DatasetError(f"{path}: {key} row {row} is {out[row]}, outside ±{LABEL_LIMIT}")
     return out
 
 
@@ -90,17 +107,21 @@ def load_features(path: str | Path) -> tuple[FeatureSet, FeatureSet]:
         raise DatasetError(
             f"{path}: missing array(s) {missing}; need features, pids, camids, split (paths optional)"
         )
-    features = np.asarray(data["features"], dtype=np.float32)
-    n = len(data["pids"])
-    if (
-        features.ndim != 2
-        or len(features) != n
-        or len(data["camids"]) != n
-        or len(data["split"]) != n
-    ):
+    unknown = sorted(set(data) - set(ARRAYS))
+    if unknown:
         raise DatasetError(
-            f"{path}: features {features.shape}, pids {n}, camids {len(data['camids'])}, "
-            f"split {len(data['split'])} do not line up"
+            f"{path}: unknown array(s) {unknown}; a feature file holds {', '.join(ARRAYS)}"
+        )
+    try:
+        features = np.asarray(data["features"], dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{path}: features are not numbers ({exc})") from None
+    n = len(data["pids"]) if np.ndim(data["pids"]) == 1 else -1
+    lengths = {k: len(data[k]) if np.ndim(data[k]) == 1 else None for k in ARRAYS[1:] if k in data}
+    if features.ndim != 2 or len(features) != n or any(v != n for v in lengths.values()):
+        shown = ", ".join(f"{k} {v if v is not None else 'not 1-D'}" for k, v in lengths.items())
+        raise DatasetError(
+            f"{path}: features {features.shape}, {shown} do not line up (one row each)"
         )
     if not np.isfinite(features).all():
         raise DatasetError(f"{path}: features hold NaN or inf values")

@@ -41,13 +41,12 @@ from ..evaluation.postprocess import l2_normalize
 from ..outputs import sha256
 from . import faiss_store
 from .faiss_store import FaissStore
+from .manifest import MANIFEST, read_journal, read_manifest_file
 from .store import IndexFormatError, NotEqual, StoreError, StoreOptions, VectorStore
 
 FORMAT_VERSION = 2  # 1: fixed file names (still read); 2: generation-named data files
-READABLE_VERSIONS = (1, 2)
 #: each role's file: ``ROLE.GEN.SUFFIX`` in format 2, ``ROLE.SUFFIX`` in format 1
 SUFFIXES = {"index": ".faiss", "metadata": ".parquet", "features": ".npy"}
-MANIFEST = "manifest.json"
 _PENDING = ".pending"  # journal files: .~reid.PID.XXXXXX.pending.json
 
 
@@ -71,18 +70,21 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def read_manifest(directory: Path) -> dict | None:
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except (OSError, ValueError):
+    """The index manifest of ``directory``, parsed (``index/manifest.py``), or None when the
+    folder has none; a manifest that does not parse is one :class:`IndexFormatError` line."""
+    path = Path(directory) / MANIFEST
+    if not (path.exists() or path.is_symlink()):
         return None
-    if isinstance(manifest, dict) and "format_version" in manifest and "files" in manifest:
-        return manifest
-    return None
+    read_manifest_file(path)
+    return json.loads(path.read_text())
 
 
 def is_index_dir(directory: Path) -> bool:
     """True when ``directory`` holds an index manifest of this format (proof that we wrote it)."""
-    return read_manifest(Path(directory)) is not None
+    try:
+        return read_manifest(Path(directory)) is not None
+    except IndexFormatError:
+        return False
 
 
 def index_file(directory: str | Path, role: str) -> Path:
@@ -111,11 +113,17 @@ def check_index_target(directory: str | Path) -> None:
     if directory.exists() and not directory.is_dir():
         raise OutputError(f"--out {directory}: exists and is not a folder")
     path = directory / MANIFEST
-    if (path.exists() or path.is_symlink()) and not is_index_dir(directory):
-        raise OutputError(
-            f"--out {directory}: {MANIFEST} already exists and is not an index manifest; "
-            "choose another folder"
-        )
+    if path.exists() or path.is_symlink():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = None
+        if not isinstance(data, dict) or "format_version" not in data:
+            raise OutputError(
+                f"--out {directory}: {MANIFEST} already exists and is not an index manifest; "
+                "choose another folder"
+            )
+        read_manifest(directory)  # an index manifest that does not parse: its field, by name
 
 
 def journal_pattern() -> str:
@@ -132,12 +140,8 @@ def clean_index_leftovers(directory: Path) -> None:
         pid = atomic.temp_owner(pending.name)
         if pid is None or atomic.process_alive(pid):
             continue
-        try:
-            names = json.loads(pending.read_text()).get("files", [])
-        except (OSError, ValueError):
-            names = []
-        for name in names:
-            if name not in listed and "/" not in name and (directory / name).is_file():
+        for name in read_journal(pending):  # plain names only: inside this folder
+            if name not in listed and (directory / name).is_file():
                 (directory / name).unlink()
         pending.unlink(missing_ok=True)
     atomic.clean_stale_temps(directory)
@@ -153,6 +157,49 @@ def _metadata(rows, paths, pids, camids) -> pd.DataFrame:
             "camid": np.asarray(camids if camids is not None else [-1] * n, dtype=np.int64),
         }
     )
+
+
+METADATA_COLUMNS = ("row", "path", "pid", "camid")
+
+
+def read_metadata(path: Path) -> pd.DataFrame:
+    """The metadata table, checked: its columns and their types, rows unique and increasing."""
+    try:
+        metadata = pd.read_parquet(path)
+    except Exception as exc:
+        raise IndexFormatError(f"{path}: cannot read index files ({exc})") from None
+    missing = [c for c in METADATA_COLUMNS if c not in metadata.columns]
+    if missing:
+        raise IndexFormatError(f"{path}: column {missing[0]}: missing")
+    for column in ("row", "pid", "camid"):
+        if not pd.api.types.is_integer_dtype(metadata[column]):
+            raise IndexFormatError(
+                f"{path}: column {column}: not integers ({metadata[column].dtype})"
+            )
+    rows = metadata["row"].to_numpy()
+    if len(rows) and ((rows < 0).any() or (np.diff(rows) <= 0).any()):
+        raise IndexFormatError(f"{path}: column row: not unique, increasing and ≥ 0")
+    if not all(isinstance(p, str) and p for p in metadata["path"]):
+        raise IndexFormatError(f"{path}: column path: an empty or non-text path")
+    return metadata
+
+
+def read_features(path: Path, count: int, dim: int) -> np.ndarray:
+    """The stored exact vectors, checked against the index: (count, dim), finite float32."""
+    try:
+        features = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise IndexFormatError(f"{path}: cannot read index files ({exc})") from None
+    if (
+        features.shape != (count, dim)
+        or features.dtype != np.float32
+        or not np.isfinite(features).all()
+    ):
+        raise IndexFormatError(
+            f"{path}: holds {features.dtype} {features.shape}, the index needs finite float32 "
+            f"({count}, {dim})"
+        )
+    return features
 
 
 def store_section(manifest: dict) -> dict:
@@ -338,33 +385,17 @@ class GalleryIndex:
             raise IndexFormatError(
                 f"{manifest_path}: missing (not an index directory, or an interrupted export)"
             )
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise IndexFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
-        if (
-            not isinstance(manifest, dict)
-            or manifest.get("format_version") not in READABLE_VERSIONS
-        ):
-            version = manifest.get("format_version") if isinstance(manifest, dict) else None
-            raise IndexFormatError(
-                f"{manifest_path}: format version {version!r}, this reid reads versions "
-                f"{', '.join(map(str, READABLE_VERSIONS))}"
-            )
-        for name, expected in manifest.get("files", {}).items():
+        parsed = read_manifest_file(manifest_path)  # every field checked, names plain
+        manifest = json.loads(manifest_path.read_text())
+        for name, expected in parsed.files.items():
             path = directory / name
             if not path.is_file():
                 raise IndexFormatError(f"{path}: missing")
             if verify and sha256(path) != expected:
                 raise IndexFormatError(f"{path}: checksum mismatch (file changed or corrupt)")
-        roles = role_files(manifest)
+        roles = parsed.role_files()
         section = store_section(manifest)
-        if "metadata" not in roles or (section["backend"] == "faiss" and "index" not in roles):
-            raise IndexFormatError(f"{manifest_path}: lists no index or metadata file")
-        try:
-            metadata = pd.read_parquet(directory / roles["metadata"])
-        except Exception as exc:
-            raise IndexFormatError(f"{directory}: cannot read index files ({exc})") from None
+        metadata = read_metadata(directory / roles["metadata"])
         if section["backend"] == "faiss":
             try:
                 store = FaissStore.open(directory / roles["index"], section["factory"])
@@ -380,7 +411,11 @@ class GalleryIndex:
                 f"{directory}: index ({store.dim}-d, {stored} vectors), metadata ({len(metadata)} rows) "
                 f"and manifest ({manifest['dim']}-d, {manifest['count']}) disagree"
             )
-        features = np.load(directory / roles["features"]) if "features" in roles else None
+        features = (
+            read_features(directory / roles["features"], len(metadata), store.dim)
+            if "features" in roles
+            else None
+        )
         return cls(store, metadata, manifest, features)
 
     @staticmethod
@@ -390,6 +425,8 @@ class GalleryIndex:
         try:
             store = MilvusStore.open(section, manifest, directory if writer else None, uri)
         except StoreError as exc:
+            if str(exc).startswith(f"{directory}:"):
+                raise
             raise IndexFormatError(f"{directory}: {exc}") from None
         rows = metadata["row"].to_numpy()
         if writer:

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -40,6 +42,76 @@ MAX_PATH = 4096
 BATCH_BYTES = 16 << 20
 _QUERY_PAGE = 16384
 CONNECT_TIMEOUT_S = 10
+#: how long one server call may take, retries included, before it is one error line (a server
+#: that died mid-write: pymilvus alone retries for minutes); ``REID_MILVUS_TIMEOUT`` sets it
+TIMEOUT_ENV = "REID_MILVUS_TIMEOUT"
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def call_timeout() -> float:
+    text = os.environ.get(TIMEOUT_ENV, "")
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise StoreError(f"{TIMEOUT_ENV}={text!r}: seconds, more than 0 and at most 86400")
+    # a call is bounded by whole seconds (pymilvus's retry loop reads an int)
+    return value
+
+
+#: journals this process's stores hold open; one of ours not in here was left to recovery
+_OPEN_JOURNALS: set[str] = set()
+
+
+def _abandoned(path: Path, pid: int) -> bool:
+    return pid == os.getpid() and path.name not in _OPEN_JOURNALS
+
+
+class _Timed:
+    """A pymilvus object whose every call is bounded by ``call_timeout()`` and whose failures
+    are one :class:`StoreError` line naming the server: the one place server calls go through."""
+
+    def __init__(self, target, where: str):
+        self._target, self._where = target, where
+
+    def __getattr__(self, name):
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            # pymilvus bounds its retries by ``timeout`` only when it is an int
+            kwargs.setdefault("timeout", max(1, math.ceil(call_timeout())))
+            try:
+                return value(*args, **kwargs)
+            except StoreError:
+                raise
+            except Exception as exc:
+                if type(exc).__module__.split(".")[0] != "pymilvus" and not isinstance(
+                    exc, (TimeoutError, ConnectionError)
+                ):
+                    raise
+                raise StoreError(
+                    f"{self._where}: {name} failed ({_short(exc)}); the committed index is "
+                    f"unchanged (a call waits at most {kwargs['timeout']:g} s: {TIMEOUT_ENV})"
+                ) from None
+
+        return call
+
+
+def folder_identity(directory: Path) -> dict:
+    """What tells an index folder from a copy of it: the host, the file system and the folder's
+    inode (a copy has another inode; a move within one file system keeps it), and its path."""
+    stat = os.stat(directory)
+    return {"host": socket.gethostname(), "dev": int(stat.st_dev), "ino": int(stat.st_ino),
+            "path": str(Path(directory).resolve())}  # fmt: skip
+
+
+def same_folder(owner: dict, identity: dict) -> bool:
+    return all(owner.get(k) == identity.get(k) for k in ("host", "dev", "ino"))
 
 
 def check_uri(uri: str) -> None:
@@ -89,6 +161,7 @@ class MilvusStore:
         self.write_ts = 0
         self._replaces: str | None = None
         self._journal: Path | None = None
+        self.owner: dict | None = None
         self._connect()
 
     # ------------------------------------------------------------------ connection
@@ -106,10 +179,12 @@ class MilvusStore:
             ) from None
 
     def _collection(self, name: str | None = None):
-        return _pymilvus().Collection(name or self.physical, using=self._using)
+        where = f"{self.uri} collection {name or self.physical}"
+        make = _Timed(_pymilvus(), where).Collection  # the constructor asks the server too
+        return _Timed(make(name or self.physical, using=self._using), where)
 
     def _utility(self):
-        return _pymilvus().utility
+        return _Timed(_pymilvus().utility, self.uri)
 
     def _has(self, name: str) -> bool:
         return self._utility().has_collection(name, using=self._using)
@@ -124,21 +199,44 @@ class MilvusStore:
 
     # ------------------------------------------------------------------ create / open
     @classmethod
-    def check_target(cls, options, owned_physical: str | None = None) -> None:
-        """Before any work: the server answers and ``--collection`` is free or ours."""
+    def check_target(
+        cls, options, owned_physical: str | None = None, directory: Path | None = None
+    ) -> None:
+        """Before any work: the server answers and ``--collection`` is free or ours (and, when
+        it points to the collection this folder's manifest names, this folder owns it)."""
         store = cls(options.uri, options.collection, "", 1, options.index_type, options.params)
         try:
-            store._check_alias(options, owned_physical)
+            store._check_alias(options, owned_physical, directory)
         finally:
             store.close()
 
-    def _check_alias(self, options, owned_physical: str | None) -> str | None:
+    def check_owner(self, name: str, directory: Path) -> None:
+        """A collection belongs to the index folder that made it (recorded in its description
+        and the manifest): a write from another folder (a copy: ``cp -a idx idx_bak``) would
+        move the alias or drop the collection under the owner's manifest, so it is refused.
+        Collections made before owners were recorded have none and are not checked."""
+        owner = self._description(name).get("owner")
+        if not isinstance(owner, dict) or not Path(directory).is_dir():
+            return
+        if not same_folder(owner, folder_identity(Path(directory))):
+            raise StoreError(
+                f"{directory}: its collection {name} on {self.uri} belongs to the index folder "
+                f"{owner.get('path')} (host {owner.get('host')}); this folder is a copy, and "
+                "writing from it would leave that index unloadable. Export this gallery to a "
+                f"new --collection, or write from {owner.get('path')}"
+            )
+
+    def _check_alias(
+        self, options, owned_physical: str | None, directory: Path | None = None
+    ) -> str | None:
         current = self.resolve_alias()
         if current is not None and current != owned_physical:
             raise StoreError(
                 f"--collection {options.collection}: already exists on {options.uri} and is not "
                 "the collection this index folder points to; choose another name"
             )
+        if current is not None and directory is not None:
+            self.check_owner(current, directory)
         if current is None and self._has(options.collection):
             raise StoreError(
                 f"--collection {options.collection}: a collection of that name exists on "
@@ -157,7 +255,9 @@ class MilvusStore:
         physical = f"{options.collection}_{secrets.token_hex(4)}"
         store = cls(options.uri, options.collection, physical, dim, options.index_type,
                     options.params, journal_dir)  # fmt: skip
-        current = store._check_alias(options, owned_physical)
+        current = store._check_alias(options, owned_physical, journal_dir)
+        Path(journal_dir).mkdir(parents=True, exist_ok=True)  # the journal's folder, owning it
+        store.owner = folder_identity(journal_dir)
         store._replaces = current
         store._begin({"create": physical, "replaces": current})
         m = _pymilvus()
@@ -168,9 +268,13 @@ class MilvusStore:
             m.FieldSchema("path", m.DataType.VARCHAR, max_length=MAX_PATH),
             m.FieldSchema("vec", m.DataType.FLOAT_VECTOR, dim=int(dim)),
         ]
-        description = json.dumps({"marker": MARKER, "model_hash": model_hash, "dim": int(dim)})
+        description = json.dumps(
+            {"marker": MARKER, "model_hash": model_hash, "dim": int(dim), "owner": store.owner}
+        )
         schema = m.CollectionSchema(fields, description=description)
-        m.Collection(physical, schema, using=store._using, consistency_level="Strong")
+        _Timed(m, f"{store.uri} collection {physical}").Collection(
+            physical, schema, using=store._using, consistency_level="Strong"
+        )
         store._collection().create_index("vec", store._index_params())
         store._collection().load()
         return store
@@ -198,6 +302,9 @@ class MilvusStore:
                 f"{where}: made for another model or dimension than the manifest's "
                 f"({str(info.get('model_hash'))[:12]}…, {info.get('dim')}-d)"
             )
+        if journal_dir is not None:  # a writer: only from the folder that owns the collection
+            store.check_owner(store.physical, journal_dir)
+        store.owner = info.get("owner")
         store.write_ts = int(description.get("write_ts", 0))
         store._collection().load()
         return store
@@ -228,6 +335,7 @@ class MilvusStore:
         if self._journal is None:
             self._journal = atomic.temp_path(self.journal_dir / "manifest.json", JOURNAL)
             state = {"physical": self.physical}
+            _OPEN_JOURNALS.add(self._journal.name)
         else:
             state = json.loads(self._journal.read_text())
         for key, value in entry.items():
@@ -240,6 +348,13 @@ class MilvusStore:
     def _end(self) -> None:
         if self._journal is not None:
             self._journal.unlink(missing_ok=True)
+            self._release()
+
+    def _release(self) -> None:
+        """Leave the journal to the next writer (this process's included): its rows could not
+        be rolled back here."""
+        if self._journal is not None:
+            _OPEN_JOURNALS.discard(self._journal.name)
             self._journal = None
 
     @staticmethod
@@ -247,7 +362,7 @@ class MilvusStore:
         found = []
         for path in Path(directory).glob(atomic.TEMP_PREFIX + "*" + JOURNAL + ".json"):
             pid = atomic.temp_owner(path.name)
-            if pid is not None and atomic.process_alive(pid):
+            if pid is not None and atomic.process_alive(pid) and not _abandoned(path, pid):
                 continue
             try:
                 found.append((path, json.loads(path.read_text())))
@@ -260,6 +375,8 @@ class MilvusStore:
         for path in Path(directory).glob(atomic.TEMP_PREFIX + "*" + JOURNAL + ".json"):
             pid = atomic.temp_owner(path.name)
             if pid is not None and atomic.process_alive(pid) and pid != os.getpid():
+                return True
+            if pid == os.getpid() and path.name in _OPEN_JOURNALS:
                 return True
         return False
 
@@ -333,7 +450,9 @@ class MilvusStore:
         except BaseException:
             try:
                 self._delete(rows)
-            finally:
+            except Exception:
+                self._release()  # the server is gone: the next writer deletes the rows
+            else:
                 self._end()
             raise
 
@@ -439,6 +558,7 @@ class MilvusStore:
             "params": self.params,
             "metric": "IP",
             "write_ts": self.write_ts,
+            **({"owner": self.owner} if self.owner else {}),
         }
 
     def close(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from ..data.market1501 import IMAGE_SUFFIXES, parse_name_or_unknown
 from ..data.records import DatasetError, ImageRecord
 from ..models import FeatureExtractor
 from ..models.checkpoint import load_model, preprocessing
-from ..models.export import load_exported
+from ..models.export import load_exported, read_sidecar
 from ..outputs import sha256
 
 
@@ -47,15 +46,16 @@ class Embedder:
         if not path.is_file():
             raise DatasetError(f"{path}: model file not found")
         if path.suffix in (".onnx", ".ts", ".pt2") or Path(f"{path}.json").is_file():
-            sidecar = Path(f"{path}.json")
-            if not sidecar.is_file():
-                raise DatasetError(f"{sidecar}: missing (export with tools/export_model.py)")
-            meta = json.loads(sidecar.read_text())
+            meta = read_sidecar(path)
             module, device = ExportedModule(path), "cpu"
-            extractor = FeatureExtractor(module, tuple(meta["image_size"]), device, batch_size)
-            return cls(extractor, meta["image_size"], meta.get("source_hash", ""))
+            extractor = FeatureExtractor(
+                module, tuple(meta.image_size), device, batch_size, source=str(path)
+            )
+            return cls(extractor, meta.image_size, meta.source_hash)
         model, cfg = load_model(path)
-        extractor = FeatureExtractor(model, tuple(cfg.data.image_size), device, batch_size)
+        extractor = FeatureExtractor(
+            model, tuple(cfg.data.image_size), device, batch_size, source=str(path)
+        )
         return cls(extractor, cfg.data.image_size, sha256(path))
 
     def __call__(self, paths, progress: bool = False) -> np.ndarray:

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
 from ..atomic import json_text, temp_path, user_error
+from ..boundary import Finite, Strict, parse, read_json
 from ..data.transforms import MEAN, STD
 from ..errors import ReidError
 from ..outputs import output_file
@@ -80,6 +83,28 @@ def _sidecar(image_size, dim: int, source_hash: str, fmt: str) -> str:
         },
         indent=2,
     )
+
+
+class Sidecar(Strict):
+    """An export's sidecar (``MODEL.json``), parsed where it is read (``reid.boundary``)."""
+
+    format: Literal["pt2", "onnx", "ts"]
+    image_size: Annotated[
+        list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=2, max_length=2)
+    ]
+    mean: Annotated[list[Finite], Field(min_length=3, max_length=3)]
+    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=3, max_length=3)]
+    dim: int = Field(ge=1, le=65536)
+    source_hash: str = ""
+    output: Literal["l2-normalised"]
+
+
+def read_sidecar(path: str | Path) -> Sidecar:
+    """The sidecar of the export at ``path`` (``PATH.json``), or one line naming the field."""
+    sidecar = Path(f"{path}.json")
+    if not sidecar.is_file():
+        raise ExportError(f"{sidecar}: missing (export with tools/export_model.py)")
+    return parse(Sidecar, read_json(sidecar, ExportError, "export sidecar"), sidecar, ExportError)
 
 
 def _dynamic_batch():

@@ -15,6 +15,7 @@ from ..data.dataset import ImageDataset
 from ..data.images import read_image, to_rgb
 from ..data.records import ImageRecord
 from ..data.transforms import build_transforms
+from ..errors import ReidError
 
 
 class FeatureExtractor:
@@ -32,6 +33,7 @@ class FeatureExtractor:
         num_workers: int | None = None,
         flip: bool = False,
         channels_last: bool = False,
+        source: str = "the model",
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
@@ -41,6 +43,7 @@ class FeatureExtractor:
             num_workers = max(1, min(8, (os.cpu_count() or 2) - 1))
         self.batch_size, self.num_workers, self.flip = batch_size, num_workers, flip
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.source = source
 
     @torch.no_grad()
     def embed_batch(self, images: torch.Tensor) -> torch.Tensor:
@@ -50,6 +53,11 @@ class FeatureExtractor:
         features = self.model(images).float()
         if self.flip:
             features = features + self.model(images.flip(3)).float()
+        if not torch.isfinite(features).all():  # checked on the first batch, not after the pass
+            raise ReidError(
+                f"{self.source}: produced NaN or infinite embeddings (batch of {len(images)} "
+                "images): its weights are damaged or training diverged"
+            )
         return torch.nn.functional.normalize(features, dim=1)
 
     def __call__(self, inputs: Sequence[str | Image.Image]) -> np.ndarray:

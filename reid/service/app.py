@@ -23,6 +23,7 @@ never by a path from the request.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import io
 import time
@@ -40,18 +41,33 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.formparsers import MultiPartParser
 
+from ..atomic import USER_OS_ERRORS
+from ..data.images import to_rgb
 from ..data.market1501 import parse_name_or_unknown
-from ..errors import ReidError
+from ..errors import OutputError, ReidError
 from ..index.sources import Embedder
 from ..workflows.index import operating_point
 from .batcher import MicroBatcher
-from .gallery import ServedGallery
-from .uploads import UploadError, UploadLimits, decode
+from .gallery import IndexUnavailable, ServedGallery
+from .uploads import PixelBudget, UploadError, UploadLimits, decode
 
 STATIC = Path(__file__).parent / "static"
 UPLOADS = ("/search", "/gallery/enrol")
 MAX_FILES = 64
 THUMBNAIL = (128, 256)  # width, height bound
+
+
+def os_error_status(number: int | None) -> int:
+    """A full disk is 507 (Insufficient Storage); a read-only or forbidden folder is 503."""
+    return 507 if number in (errno.ENOSPC, errno.EDQUOT) else 503
+
+
+def error_status(exc: ReidError) -> int:
+    if isinstance(exc, IndexUnavailable):
+        return 503
+    if isinstance(exc, OutputError) and exc.errno is not None:
+        return os_error_status(exc.errno)
+    return 422
 
 
 @dataclass
@@ -104,10 +120,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     embedder = Embedder.open(
         settings.checkpoint, settings.device, batch_size=max(settings.max_batch, 1)
     )
-    served = ServedGallery(settings.index, settings.enrol_dir)
-    served.current.check_compatible(embedder.dim, "cosine", embedder.model_hash or None)
+    served = ServedGallery(
+        settings.index,
+        settings.enrol_dir,
+        check=lambda index: index.check_compatible(
+            embedder.dim, "cosine", embedder.model_hash or None
+        ),
+    )
     batcher = MicroBatcher(embedder.extractor, settings.max_batch, settings.max_wait_ms)
     stats = Stats()
+    pixels = PixelBudget(settings.limits.max_process_pixels)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -175,9 +197,18 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.exception_handler(ReidError)
     async def reid_error(request: Request, exc: ReidError):
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": str(exc)}, status_code=error_status(exc))
 
-    async def read_images(files: list[UploadFile]) -> list[tuple[str, Image.Image]]:
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, exc: OSError):
+        if exc.errno not in USER_OS_ERRORS:
+            raise exc
+        reason = USER_OS_ERRORS[exc.errno]
+        where = exc.filename or settings.index
+        return JSONResponse({"detail": f"{where}: cannot write ({reason})"},
+                            status_code=os_error_status(exc.errno))  # fmt: skip
+
+    async def read_images(files: list[UploadFile], reservation) -> list[tuple[str, Image.Image]]:
         if not files:
             raise UploadError(422, "no image uploaded")
         if len(files) > MAX_FILES:
@@ -185,9 +216,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         images = []
         for upload in files:
             data = await upload.read(settings.limits.max_bytes + 1)
-            images.append(
-                (upload.filename or "upload", decode(data, upload.filename, settings.limits))
-            )
+            image = decode(data, upload.filename, settings.limits, reservation, reservation.held)
+            images.append((upload.filename or "upload", image))
         return images
 
     @app.get("/", include_in_schema=False)
@@ -232,7 +262,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise HTTPException(404, f"no row {row} in the index")
         try:
             with Image.open(found.iloc[0]) as image:
-                image = image.convert("RGB")
+                image = to_rgb(image)
                 image.thumbnail(THUMBNAIL)
                 buffer = io.BytesIO()
                 image.save(buffer, format="JPEG", quality=90)
@@ -265,9 +295,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     ):
         index = served.snapshot()  # this request uses this index only
         point = operating_point(index.manifest, far, threshold, no_threshold)
+        reservation = pixels.request()
+        try:
+            return await answer_search(index, point, files, topk, exclude_same_camera, camid,
+                                       reservation)  # fmt: skip
+        finally:
+            reservation.release()
+
+    async def answer_search(index, point, files, topk, exclude_same_camera, camid, reservation):
         batcher.expect()
         try:
-            images = await read_images(files)
+            images = await read_images(files, reservation)
         except BaseException:
             batcher.cancel()
             raise
@@ -321,11 +359,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         pid: int = Form(..., ge=0, le=10**9),
         camid: int = Form(..., ge=0, le=8, description="0-based camera of these images"),
     ):
-        images = [image for _, image in await read_images(files)]
-        features = await run_in_threadpool(batcher, images)
-        return await run_in_threadpool(
-            served.enrol, images, features, pid, camid, embedder.model_hash
-        )
+        served.snapshot()  # an index the disk holds but this server cannot serve: 503
+        reservation = pixels.request()
+        try:
+            images = [image for _, image in await read_images(files, reservation)]
+            features = await run_in_threadpool(batcher, images)
+            return await run_in_threadpool(
+                served.enrol, images, features, pid, camid, embedder.model_hash
+            )
+        finally:
+            reservation.release()
 
     @app.post("/gallery/remove", dependencies=[Depends(write_access)])
     async def remove(request: RemoveRequest):

@@ -38,7 +38,9 @@ def features_from_checkpoint(
     if not dataset.query or not dataset.gallery:
         raise DatasetError(f"{data or cfg.data.root}: needs query and gallery images to evaluate")
     size = tuple(cfg.data.image_size)
-    extractor = FeatureExtractor(model, size, device, batch_size, workers, flip)
+    extractor = FeatureExtractor(
+        model, size, device, batch_size, workers, flip, source=str(checkpoint)
+    )
     sets = []
     for records in (dataset.query, dataset.gallery):
         pids, camids = arrays(records)

@@ -17,7 +17,14 @@ from ..index.faiss_store import parse_factory
 from ..index.gallery import GalleryIndex, IndexFormatError, check_index_target
 from ..index.sources import Embedder, gallery_records, image_folder_records
 from ..index.store import StoreOptions, check_search_options
-from ..outputs import OutputFolder, check_no_overlap, lock_folder, probe_writable
+from ..outputs import (
+    ENROL_TOOL,
+    OutputFolder,
+    check_no_overlap,
+    lock_folder,
+    probe_writable,
+    remove_owned,
+)
 
 #: false-alarm rates whose thresholds every calibration stores (``search --far`` picks one)
 CALIBRATED_FARS = (1e-1, 1e-2, 1e-3, 1e-4)
@@ -67,7 +74,11 @@ def export_index(
         from ..index.milvus_store import MilvusStore
 
         old = read_manifest(Path(out)) if Path(out).is_dir() else None
-        MilvusStore.check_target(store, store_section(old).get("physical") if old else None)
+        MilvusStore.check_target(
+            store,
+            store_section(old).get("physical") if old else None,
+            Path(out) if Path(out).is_dir() else None,
+        )
     with lock_folder(out, "index export or removal", "--out"):
         index = GalleryIndex.load(out, writer=True) if append else None
         embedder = Embedder.open(model, device, batch_size)
@@ -133,12 +144,14 @@ def remove_from_index(out: str, pids=(), paths_file: str | None = None) -> dict:
             drop |= stored.isin(wanted).to_numpy()
             missing = sorted(wanted - set(stored))
         unknown = sorted(set(int(p) for p in pids) - set(index.metadata["pid"].tolist()))
+        gone = list(index.metadata.loc[drop, "path"])
         removed = index.remove(drop)
         if removed == 0:
             raise ReidError(f"{out}: nothing to remove (no such pid or path in the index)")
         _save_or_abandon(index, out)
+        deleted = remove_owned(gone, ENROL_TOOL)  # images the service enrolled: gone with them
     return {"removed": removed, "count": index.count, "unknown_pids": unknown,
-            "missing_paths": missing}  # fmt: skip
+            "missing_paths": missing, "deleted_images": deleted}  # fmt: skip
 
 
 def _finish_export(index, out, embedder, features, calibrate, calibration_set, far, report_recall):

@@ -37,11 +37,14 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
+from pydantic import Field, model_validator
 
+from ..boundary import Strict, parse
 from ..config import ConfigError, load_config
 from ..errors import ReidError
 from ..machine import cpu_description
@@ -90,27 +93,22 @@ class Grid:
 
     @classmethod
     def load(cls, path: str | Path) -> Grid:
+        """The grid file, parsed (``GridFile``): one line naming the field when it is not one."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: grid file not found")
-        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        unknown = set(raw) - {"config", "data", "seeds", "arms", "common", "description"}
-        if unknown:
-            raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
-        arms = [Arm(**a) for a in raw["arms"]]
-        names = [a.name for a in arms]
-        for arm in arms:
-            for ref in (arm.init_from, arm.pair):
-                if ref is not None and ref not in names:
-                    raise ConfigError(f"{path}: arm {arm.name!r} refers to unknown arm {ref!r}")
-            if arm.engine not in ("reid", "torchreid"):
-                raise ConfigError(f"{path}: arm {arm.name!r}: engine must be reid or torchreid")
+        try:
+            raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"{path}: not a readable YAML grid ({first})") from None
+        spec = parse(GridFile, raw, path, ConfigError)
         return cls(
-            raw["config"],
-            {float(k): v for k, v in raw["data"].items()},
-            list(raw["seeds"]),
-            arms,
-            list(raw.get("common", [])),
+            spec.config,
+            dict(spec.data),
+            list(spec.seeds),
+            [Arm(**arm.model_dump()) for arm in spec.arms],
+            list(spec.common),
         )
 
     def runs(self) -> list[tuple[Arm, float, int]]:
@@ -125,6 +123,55 @@ class Grid:
                         if seed in (arm.seeds if arm.seeds is not None else self.seeds):
                             out.append((arm, rho, seed))
         return out
+
+
+ArmName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+Seeds = Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_length=1)]
+
+
+class ArmFile(Strict):
+    name: ArmName
+    overrides: list[str] = []
+    init_from: str | None = None
+    pair: str | None = None
+    rhos: Annotated[list[float], Field(min_length=1)] | None = None
+    engine: Literal["reid", "torchreid"] = "reid"
+    seeds: Seeds | None = None
+
+    @model_validator(mode="after")
+    def _unique_seeds(self):
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: a seed is listed twice")
+        return self
+
+
+class GridFile(Strict):
+    """A study grid as its YAML declares it. Arm names become run folders (``ARM_rhoR_sS``):
+    letters, digits, ``_.-``, no path; two arms of one name would share their runs."""
+
+    description: str | None = None
+    config: str
+    data: Annotated[dict[Annotated[float, Field(gt=0)], str], Field(min_length=1)]
+    seeds: Seeds
+    arms: Annotated[list[ArmFile], Field(min_length=1)]
+    common: list[str] = []
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: a seed is listed twice")
+        names = [arm.name for arm in self.arms]
+        for i, arm in enumerate(self.arms):
+            if arm.name in names[:i]:
+                raise ValueError(f"arms[{i}]: a second arm named {arm.name!r}")
+            for key in ("init_from", "pair"):
+                ref = getattr(arm, key)
+                if ref is not None and ref not in names:
+                    raise ValueError(f"arms[{i}].{key}: no arm named {ref!r}")
+            for rho in arm.rhos or []:
+                if rho not in self.data:
+                    raise ValueError(f"arms[{i}].rhos: {rho:g} is not one of data's levels")
+        return self
 
 
 def run_id(arm: str, rho: float, seed: int) -> str:

@@ -56,9 +56,13 @@ def choose_run_dir(cfg, output: str | None, overwrite: bool) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise OutputError(f"--output {run_dir}: exists and is not a folder")
     if run_dir.is_dir() and holds_run(run_dir) and not overwrite:
+        present = [name for name in RUN_FILES if (run_dir / name).exists()]
+        resumable = (run_dir / "last.pt").is_file()
         raise OutputError(
-            f"--output {run_dir}: holds a finished or running training run; pass --overwrite to "
-            f"replace it, --resume {run_dir} to continue it, or choose another folder"
+            f"--output {run_dir}: holds a training run's files ({', '.join(present) or 'its ledger'}"
+            f"); pass --overwrite to replace them"
+            + (f", --resume {run_dir} to continue the run" if resumable else "")
+            + ", or choose another folder"
         )
     return run_dir
 

@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python tools/demo.py --data $(DATA) --run $(RUN) --overwrite  # the demo's own folder
+	$(BIN)/reid demo --data $(DATA) --run $(RUN) --overwrite  # the demo's own folder
 
 serve: $(STAMP)  # after make demo: the search API and page on the demo index, loopback only
-	$(BIN)/python tools/serve.py --index $(RUN)/index --checkpoint $(RUN)/best.pt
+	$(BIN)/reid serve --index $(RUN)/index --checkpoint $(RUN)/best.pt
 
 test: $(STAMP)
 	bash .ci/browser.sh  # Chromium for the page's browser test (apt-get, when missing)

@@ -1,6 +1,6 @@
 """Load test of the search service on loopback: bounded in count and time.
 
-Starts ``tools/serve.py`` on the demo index (``make demo`` makes it) on a free loopback port,
+Starts ``reid serve`` on the demo index (``make demo`` makes it) on a free loopback port,
 then for each concurrency level sends ``--requests`` single-image searches from that many
 client threads (keep-alive connections, query images cycled from the demo's query folder) and
 records every request's latency. Reports per level: errors, p50/p90/p99 latency, throughput,

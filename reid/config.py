@@ -394,9 +394,29 @@ def _merge(base: DictConfig, other, source: str) -> DictConfig:
         raise ConfigError(f"{source}: {exc.full_key}: {reason}") from None
 
 
+#: the configs that ship inside the package (the demo's, the study's base, the Market recipes):
+#: ``--config synthetic/demo.yaml`` and ``_base_: market1501/bot_r50.yaml`` find them by name
+PACKAGED = Path(__file__).parent / "configs"
+
+
+def config_path(path: str | Path, beside: Path | None = None) -> Path:
+    """``path`` as given (or relative to ``beside``, the file that names it as its base); else
+    the packaged config of that name (``configs/`` in front is allowed: a checkout's path)."""
+    path = Path(path)
+    given = path if beside is None or path.is_absolute() else beside / path
+    if given.is_file() or path.is_absolute():
+        return given
+    parts = path.parts[1:] if path.parts[:1] == ("configs",) else path.parts
+    packaged = PACKAGED.joinpath(*parts) if parts else PACKAGED
+    return packaged if packaged.is_file() else given
+
+
 def _read_yaml(path: Path) -> list:
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(
+            f"{path}: config file not found (packaged configs: "
+            f"{', '.join(sorted(str(p.relative_to(PACKAGED)) for p in PACKAGED.rglob('*.yaml')))})"
+        )
     try:
         data = OmegaConf.load(path)
     except Exception as exc:
@@ -405,7 +425,7 @@ def _read_yaml(path: Path) -> list:
         raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, model:, …)")
     layers = []
     if "_base_" in data:
-        layers += _read_yaml((path.parent / str(data.pop("_base_"))).resolve())
+        layers += _read_yaml(config_path(str(data.pop("_base_")), path.parent).resolve())
     return layers + [(data, str(path))]
 
 
@@ -422,7 +442,7 @@ def _check_interpolations(config: DictConfig, source: str) -> None:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
     config = OmegaConf.structured(Config)
     if path is not None:
-        for layer, source in _read_yaml(Path(path)):
+        for layer, source in _read_yaml(config_path(path)):
             config = _merge(config, layer, source)
     for item in overrides or []:
         if "=" not in item:

@@ -1,9 +1,11 @@
 """Optional packages: a clear one-line error, naming the setting and the extra to install.
 
-A plain ``pip install reid`` brings what training, evaluation, export and search need; the peer
-torchreid (its zoo backbones ``torchreid:NAME`` and the study's reference engine) comes with
-``reid[torchreid]``, TensorBoard logs (``output.tensorboard=true``) with ``reid[tensorboard]``,
-and ``reid[dev]`` (what ``make setup`` installs) has both.
+A plain ``pip install reid`` brings what training, evaluation, indexing and search need. The
+extras: ``reid[serve]`` (the HTTP service: FastAPI, uvicorn, python-multipart), ``reid[export]``
+(ONNX export and runtime: onnx, onnxscript, onnxruntime), ``reid[milvus]`` (the Milvus client),
+``reid[torchreid]`` (the peer: zoo backbones ``torchreid:NAME``, the study's reference engine),
+``reid[tensorboard]`` (``output.tensorboard=true``), and ``reid[dev]`` (all of them and the
+test tools: what ``make setup`` installs).
 """
 
 from __future__ import annotations
@@ -12,7 +14,18 @@ import importlib.util
 
 from .errors import ReidError
 
-EXTRAS = {"torchreid": "torchreid", "tensorboard": "tensorboard"}
+#: importable module → the extra that installs it
+EXTRAS = {
+    "torchreid": "torchreid",
+    "tensorboard": "tensorboard",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "python_multipart": "serve",
+    "onnx": "export",
+    "onnxscript": "export",
+    "onnxruntime": "export",
+    "pymilvus": "milvus",
+}
 
 
 def available(module: str) -> bool:

@@ -60,7 +60,7 @@ MECHANISMS = [
     "| **A checkpoint cannot run code.** Written as tensors and plain types, read with "
     "`torch.load(weights_only=True)`; a file that needs any other object is refused before any "
     "of it runs, naming the objects; an older reid checkpoint converts by "
-    "`tools/convert_checkpoint.py`, run by the user on a file they trust. | "
+    "`reid convert-checkpoint`, run by the user on a file they trust. | "
     "`reid/models/checkpoint.py` (`read_checkpoint`, `convert_checkpoint`) | "
     "`test_a_checkpoint_carrying_a_pickled_callable_is_refused_without_running_it` (every "
     "reader) |",

@@ -216,6 +216,7 @@ LAYERS = [
     ["reid.engine"],
     ["reid.workflows"],
     ["reid.service"],
+    ["reid.cli"],
 ]
 
 
@@ -253,21 +254,34 @@ def test_readme_layout_describes_the_same_house():
 
 
 def test_a_plain_install_runs_without_the_optional_packages():
-    """Every module imports with torchreid, TensorBoard, OpenCV and gdown absent (a plain
-    ``pip install reid``); the settings that need them say which extra to install."""
+    """Every module imports with every extra's packages absent (a plain ``pip install reid``),
+    or, for the service (the ``serve`` extra), refuses in one line naming the extra; the
+    settings and commands that need an extra say which one to install."""
     code = """
 import sys, pkgutil, importlib
-for name in ("torchreid", "tensorboard", "cv2", "gdown", "pymilvus", "milvus"):
+for name in ("torchreid", "tensorboard", "cv2", "gdown", "pymilvus", "milvus", "fastapi",
+             "uvicorn", "python_multipart", "starlette", "onnx", "onnxruntime", "onnxscript"):
     sys.modules[name] = None  # import fails, as when not installed
 import reid
+from reid.errors import ReidError
 for module in pkgutil.walk_packages(reid.__path__, "reid."):
-    importlib.import_module(module.name)
+    if module.name == "reid.__main__":
+        continue
+    try:
+        importlib.import_module(module.name)
+    except ReidError as exc:
+        print(module.name, exc)
 from reid.config import ConfigError, load_config
 for override in ("model.backbone=torchreid:osnet_x1_0", "output.tensorboard=true"):
     try:
         load_config(None, [override])
     except ConfigError as exc:
         print(exc)
+from reid.models.export import load_exported
+try:
+    load_exported("m.onnx")
+except ReidError as exc:
+    print(exc)
 """
     import subprocess
     import sys
@@ -275,5 +289,36 @@ for override in ("model.backbone=torchreid:osnet_x1_0", "output.tensorboard=true
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
-    assert "needs the optional package torchreid: pip install 'reid[torchreid]'" in lines[0]
-    assert "needs the optional package tensorboard: pip install 'reid[tensorboard]'" in lines[1]
+    assert lines[0].startswith("reid.service.app ") and "pip install 'reid[serve]'" in lines[0]
+    assert "needs the optional package torchreid: pip install 'reid[torchreid]'" in lines[1]
+    assert "needs the optional package tensorboard: pip install 'reid[tensorboard]'" in lines[2]
+    assert "needs the optional package onnxruntime: pip install 'reid[export]'" in lines[3]
+    assert len(lines) == 4, lines
+
+
+def test_the_reid_command_lists_every_tool_and_each_ends_its_help_with_an_example():
+    """``reid --help`` lists every subcommand with one line, ``reid --version`` prints the
+    version, each subcommand's ``--help`` ends with an example, an unknown one is one line."""
+    import subprocess
+    import sys
+
+    from reid.cli.commands import COMMANDS
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "reid", *args], capture_output=True,
+                              text=True, timeout=300, cwd=REPO)  # fmt: skip
+
+    listing = run("--help")
+    assert listing.returncode == 0
+    for name in COMMANDS:
+        line = next(x for x in listing.stdout.splitlines() if x.strip().startswith(name + " "))
+        assert len(line.split(None, 1)[1]) > 10, line
+    assert run("--version").stdout.startswith("reid ")
+    for name in COMMANDS:
+        helped = run(name, "--help")
+        assert helped.returncode == 0, helped.stderr
+        assert f"usage: reid {name}" in helped.stdout
+        tail = helped.stdout.strip().split("\n\n")[-1]
+        assert "example" in tail and f"reid {name}" in tail, (name, tail)
+    wrong = run("trian")
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error: unknown command 'trian'")

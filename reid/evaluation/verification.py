@@ -16,7 +16,7 @@ enrolled); its *mated score* its best score against its own identity's valid ite
 false-alarm rate f (k = ⌊f·Q⌋, τ = the (k+1)-th largest impostor score), ``DIR@f`` is the share
 of queries that are ranked correctly at rank 1 (mated score beats every impostor; exact ties go to
 the lower gallery index, as in ``rank.py``) **and** whose mated score is above τ. The same τ,
-computed on calibration data, is what ``tools/export_index.py --calibrate`` stores in an index.
+computed on calibration data, is what ``reid export-index --calibrate`` stores in an index.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def _open(path: Path):
             if set(unsafe) <= _OLD_REID_GLOBALS:
                 hint = (
                     "an older reid checkpoint (its NumPy random state); if you trust where it "
-                    f"came from, convert it: python tools/convert_checkpoint.py {path} --out NEW.pt"
+                    f"came from, convert it: reid convert-checkpoint {path} --out NEW.pt"
                 )
             else:
                 hint = "not a reid checkpoint: never load it unless you made it yourself"

@@ -27,6 +27,7 @@ from ..atomic import json_text, temp_path, user_error
 from ..boundary import Finite, Strict, parse, read_json
 from ..data.transforms import MEAN, STD
 from ..errors import ReidError
+from ..optional import require
 from ..outputs import output_file
 
 TOLERANCE = 1e-4
@@ -103,7 +104,7 @@ def read_sidecar(path: str | Path) -> Sidecar:
     """The sidecar of the export at ``path`` (``PATH.json``), or one line naming the field."""
     sidecar = Path(f"{path}.json")
     if not sidecar.is_file():
-        raise ExportError(f"{sidecar}: missing (export with tools/export_model.py)")
+        raise ExportError(f"{sidecar}: missing (export with reid export-model)")
     return parse(Sidecar, read_json(sidecar, ExportError, "export sidecar"), sidecar, ExportError)
 
 
@@ -118,6 +119,7 @@ def load_exported(path: str | Path):
         module = torch.export.load(str(path)).module()
         return lambda x: module(x).detach().numpy()
     if path.suffix == ".onnx":
+        require("onnxruntime", f"{path} (an ONNX model)")
         import onnxruntime  # optional at import time: only ONNX exports need it
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -156,6 +158,8 @@ def export_model(
                 program = torch.export.export(wrapped, (example,), dynamic_shapes=_dynamic_batch())
                 torch.export.save(program, str(staged))
             elif path.suffix == ".onnx":
+                for module in ("onnx", "onnxscript", "onnxruntime"):
+                    require(module, f"--out {path} (ONNX export)")
                 torch.onnx.export(
                     wrapped,
                     (example,),

@@ -34,6 +34,12 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+
+from ..optional import require
+
+require("fastapi", "the search service (reid serve)")
+require("python_multipart", "the search service's uploads (reid serve)")
+
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response

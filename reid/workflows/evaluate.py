@@ -1,4 +1,4 @@
-"""What ``tools/evaluate.py`` does: features (from a checkpoint or a file) → metrics → files."""
+"""What ``reid evaluate`` does: features (from a checkpoint or a file) → metrics → files."""
 
 from __future__ import annotations
 

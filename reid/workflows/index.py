@@ -1,4 +1,4 @@
-"""What ``tools/export_index.py`` and ``tools/search.py`` do."""
+"""What ``reid export-index`` and ``reid search`` do."""
 
 from __future__ import annotations
 

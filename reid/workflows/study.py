@@ -1,4 +1,4 @@
-"""A resumable grid of training runs on real data: ``tools/study.py GRID.yaml --out DIR``.
+"""A resumable grid of training runs on real data: ``reid study GRID.yaml --out DIR``.
 
 The grid (YAML) declares a base config, the datasets per imbalance level ρ, the seeds, and the
 arms (each a set of config overrides; optionally ``init_from: ARM`` to fine-tune from that arm's

@@ -1,4 +1,4 @@
-"""What ``tools/train.py`` does: choose the run folder safely, then train or resume.
+"""What ``reid train`` does: choose the run folder safely, then train or resume.
 
 Run folders are never replaced silently:
 

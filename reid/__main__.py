@@ -1,0 +1,5 @@
+"""``python -m reid COMMAND …``: the ``reid`` command."""
+
+from .cli import main
+
+main()

@@ -11,6 +11,18 @@ from importlib.metadata import version as _version
 __version__ = _version("reid")
 
 _PUBLIC = {
+    # what users do (reid/api.py)
+    "train": "reid.api",
+    "load_model": "reid.api",
+    "embed": "reid.api",
+    "evaluate": "reid.api",
+    "build_index": "reid.api",
+    "open_index": "reid.api",
+    "append_to_index": "reid.api",
+    "search": "reid.api",
+    "remove_from_index": "reid.api",
+    "FeatureSet": "reid.evaluation.feature_set",
+    # the building blocks
     "load_config": "reid.config",
     "load_dataset": "reid.data",
     "ImageRecord": "reid.data",

@@ -62,7 +62,10 @@ def tool_main(main, parser) -> None:
     (an interruption: exit 130, saying what was kept); anything else is a bug, with traceback."""
     setup_logging()
     one_line_parse_errors(parser)
-    args = parser.parse_args()
+    try:  # overrides (positionals) may come after flags: train --output DIR a.b=c
+        args = parser.parse_intermixed_args()
+    except TypeError:  # a parser intermixed parsing cannot handle
+        args = parser.parse_args()
     try:
         main(args)
     except KeyboardInterrupt:

@@ -341,7 +341,7 @@ def test_an_older_checkpoint_converts_by_the_explicit_command_and_resumes_the_sa
     name, keys, *rest = valid["rng"]["numpy"]
     old = {**valid, "rng": {**valid["rng"], "numpy": (name, keys.numpy().astype(np.uint32), *rest)}}
     torch.save(old, tmp_path / "old.pt")
-    with pytest.raises(ReidError, match="older reid checkpoint.*convert_checkpoint.py"):
+    with pytest.raises(ReidError, match="older reid checkpoint.*reid convert-checkpoint"):
         read_checkpoint(tmp_path / "old.pt")
     convert_checkpoint(tmp_path / "old.pt", tmp_path / "new.pt")
     new = load_checkpoint(tmp_path / "new.pt")

@@ -71,7 +71,15 @@ def world(tiny_checkpoint, synthetic_root, tmp_path_factory):
         + f"data:\n  1: {synthetic_root}\nseeds: [0]\narms:\n  - name: a\n"
         + "  - {name: b, init_from: a}\n"  # a fine-tuning run: it writes its parent record
     )
+    import numpy as np
+    import torch
+
+    state = torch.load(tiny_checkpoint, weights_only=True)  # as an older reid wrote it
+    name, keys, *rest = state["rng"]["numpy"]
+    state["rng"]["numpy"] = (name, keys.numpy().astype(np.uint32), *rest)
+    torch.save(state, base / "old.pt")
     return {
+        "old": base / "old.pt",
         "ck": tiny_checkpoint,
         "data": synthetic_root,
         "index": index,
@@ -113,6 +121,8 @@ def case(tool: str, flag: str, w: dict, out):
     if (tool, flag) == ("study", "--out"):
         return [w["grid"], "--out", out], out, [
             "results.csv", "results.md", "runs/b_rho1_s0/parent.json"]  # fmt: skip
+    if (tool, flag) == ("convert_checkpoint", "--out"):
+        return [w["old"], "--out", out / "new.pt"], out, ["new.pt"]
     if (tool, flag) == ("demo", "--run"):
         pytest.skip("the demo's run folder is train --output's (same code path), tested there")
     raise AssertionError(f"no planted-file case for {tool} {flag}: add one")
@@ -124,6 +134,7 @@ def test_every_output_flag_has_a_case():
         ("search", "--out"), ("export_model", "--out"), ("dataset_stats", "--plot"),
         ("diagnose_weights", "--out"), ("make_synthetic", "--out"), ("make_split", "--out"),
         ("train", "--output"), ("study", "--out"), ("demo", "--run"),
+        ("convert_checkpoint", "--out"),
     }  # fmt: skip
     assert output_flags() <= known, (
         f"output flags without a planted-file case: {output_flags() - known}"

@@ -8,6 +8,7 @@ expected failure), exactly as ``python tools/NAME.py`` does from a checkout.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -22,8 +23,8 @@ def _version() -> str:
 
 
 def _summary(name: str) -> str:
-    doc = importlib.import_module(f"reid.cli.{COMMANDS[name]}").__doc__ or ""
-    return " ".join(doc.split(".")[0].split())
+    doc = " ".join((importlib.import_module(f"reid.cli.{COMMANDS[name]}").__doc__ or "").split())
+    return re.split(r"(?<=[a-z)])\. ", doc, maxsplit=1)[0].rstrip(".")
 
 
 def usage() -> str:

@@ -1,4 +1,4 @@
-"""Identity batch samplers for re-ID (METHODS.md §5). Each yields *batches* (lists of indices).
+"""Identity batch samplers for re-ID (docs/methods.md §5). Each yields *batches* (lists of indices).
 
 All are seeded and epoch-aware (``set_epoch``): the batches of an epoch are a function of
 ``(seed, epoch)`` only. For distributed training every rank builds the same *global* batches of

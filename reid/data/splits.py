@@ -1,4 +1,4 @@
-"""Held-out splits of a Market-format training folder and controlled long-tail caps (METHODS.md §6)."""
+"""Held-out splits of a Market-format training folder and controlled long-tail caps (docs/methods.md §6)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ is not enough to tell them apart.
 
 Layout written under ``OUT``: ``bounding_box_train/``, ``query/`` (one image per test identity
 and camera, Market's rule), ``bounding_box_test/`` (the rest, plus distractors ``0000_*`` and junk
-``-1_*``). Images per identity follow the long-tail cap of METHODS.md §6:
+``-1_*``). Images per identity follow the long-tail cap of docs/methods.md §6:
 ``n_i = floor(n_max · ρ^(−i/(C−1)))``, at least 2. Deterministic for a seed.
 """
 

@@ -1,4 +1,4 @@
-"""Exact, memory-bounded CMC / mAP / mINP under the Market-1501 protocol (METHODS.md §1).
+"""Exact, memory-bounded CMC / mAP / mINP under the Market-1501 protocol (docs/methods.md §1).
 
 Protocol: for each query, gallery items with the same pid *and* the same camera are removed
 (cameras equal to ``NO_CAMERA`` = -1 never match, so data without cameras counts every pair as

@@ -1,6 +1,6 @@
 """IR-Softmax class centers: state, initialisation, update and diagnostics, in one place.
 
-IR-Softmax (Zhu et al., ACCV 2020, arXiv 2011.11155; METHODS.md §3) replaces a head's class
+IR-Softmax (Zhu et al., ACCV 2020, arXiv 2011.11155; docs/methods.md §3) replaces a head's class
 weights by unit class centers of the L2-normalised BNNeck features, ``c_k ≈ normalize(mean x̂)``.
 They are buffers: the classification loss gives them **no gradient** (features still get one).
 They move only through :meth:`ClassCenters.update`, once per training step, by one of the rules

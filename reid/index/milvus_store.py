@@ -376,8 +376,6 @@ class MilvusStore:
             pid = atomic.temp_owner(path.name)
             if pid is not None and atomic.process_alive(pid) and pid != os.getpid():
                 return True
-            if pid == os.getpid() and path.name in _OPEN_JOURNALS:
-                return True
         return False
 
     def recover(self, directory: Path, known_rows: np.ndarray) -> int:

@@ -89,7 +89,7 @@ def _sidecar(image_size, dim: int, source_hash: str, fmt: str) -> str:
 class Sidecar(Strict):
     """An export's sidecar (``MODEL.json``), parsed where it is read (``reid.boundary``)."""
 
-    format: Literal["pt2", "onnx", "ts"]
+    format: Literal["torch.export", "onnx", "torchscript"]
     image_size: Annotated[
         list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=2, max_length=2)
     ]

@@ -150,8 +150,8 @@ class GridFile(Strict):
     letters, digits, ``_.-``, no path; two arms of one name would share their runs."""
 
     description: str | None = None
-    config: str
-    data: Annotated[dict[Annotated[float, Field(gt=0)], str], Field(min_length=1)]
+    config: str | None  # the base config file; null: the defaults
+    data: Annotated[dict[Annotated[float, Field(gt=0, strict=False)], str], Field(min_length=1)]
     seeds: Seeds
     arms: Annotated[list[ArmFile], Field(min_length=1)]
     common: list[str] = []

@@ -24,7 +24,7 @@ from .evaluation.rank import RankResult
 from .index.gallery import GalleryIndex
 from .index.sources import Embedder
 from .workflows import index as _index
-from .workflows.train import choose_run_dir, holds_run
+from .workflows.train import train_config
 
 ImageLike = str | Path | Image.Image
 
@@ -38,16 +38,12 @@ def train(
     """Train a model from a config file (a path, or a packaged name such as
     ``"synthetic/demo.yaml"``), a dict of sections, or the defaults, with ``section.key=value``
     overrides; returns the run folder (``last.pt``, ``best.pt``, ``metrics.jsonl``)."""
-    from .engine.trainer import fit
-
     if isinstance(config, dict):
         merged = OmegaConf.merge(OmegaConf.create(config), OmegaConf.from_dotlist(list(overrides)))
         cfg = config_from_dict(OmegaConf.to_container(merged), "the config dict")
     else:
         cfg = load_config(config, list(overrides))
-    run_dir = choose_run_dir(cfg, None if output is None else str(output), overwrite)
-    fit(cfg, run_dir, progress=False, replace=overwrite and run_dir.is_dir() and holds_run(run_dir))
-    return run_dir
+    return train_config(cfg, None if output is None else str(output), overwrite, progress=False)[0]
 
 
 def load_model(path: str | Path, device: str | None = None, batch_size: int = 64) -> Embedder:

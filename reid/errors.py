@@ -25,3 +25,10 @@ class OutputError(ReidError):
 
 class CheckpointError(ReidError, FileNotFoundError):
     """A missing or unreadable checkpoint, or one whose weights do not fit its config."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type's name when it has none), at most
+    ``limit`` characters: a library's reason inside one of our error lines."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]

@@ -104,6 +104,16 @@ def snapshot(*folders: Path) -> dict:
     return out
 
 
+def json_writer(path: Path):
+    """``write(data)`` for ``check_kind``: the document as JSON at ``path`` (None: leave it)."""
+
+    def write(data):
+        if data is not None:
+            path.write_text(json.dumps(data))
+
+    return write
+
+
 def outcome(read, source: Path) -> str:
     """``ok`` or ``refused``; anything but a one-line ReidError naming ``source`` fails."""
     try:
@@ -171,9 +181,7 @@ def test_every_mutated_index_manifest_is_refused_or_read_and_deletes_nothing(sma
     path = small_index / "manifest.json"
     valid = json.loads(path.read_text())
 
-    def write(data):
-        if data is not None:
-            path.write_text(json.dumps(data))
+    write = json_writer(path)
 
     def read():
         GalleryIndex.load(small_index)
@@ -222,9 +230,7 @@ def test_every_mutated_ledger_is_refused_or_read_and_licenses_nothing_outside(tm
     ledger = folder / ".reid-output.json"
     valid = json.loads(ledger.read_text())
 
-    def write(data):
-        if data is not None:
-            ledger.write_text(json.dumps(data))
+    write = json_writer(ledger)
 
     def read():
         OutputFolder(folder, "test").check(["a.txt", "b.txt"])
@@ -363,9 +369,7 @@ def test_every_mutated_export_sidecar_is_refused_or_read(tmp_path):
     valid = {"format": "onnx", "image_size": [64, 32], "mean": [0.4, 0.4, 0.4],
              "std": [0.2, 0.2, 0.2], "dim": 16, "source_hash": "ab", "output": "l2-normalised"}  # fmt: skip
 
-    def write(data):
-        if data is not None:
-            sidecar.write_text(json.dumps(data))
+    write = json_writer(sidecar)
 
     check_kind(
         tmp_path / "exp", valid, write, lambda: read_sidecar(model), sidecar,

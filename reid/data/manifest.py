@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .records import (
+    LABEL_LIMIT,
     NO_CAMERA,
     SPLITS,
     DatasetError,
@@ -25,15 +26,13 @@ from .records import (
 
 REQUIRED = ("path", "pid", "split")
 COLUMNS = (*REQUIRED, "camid")
-#: identities and cameras are ids: a larger value is a damaged file, not an id
-LIMIT = 2**53
 
 
 def _integers(values: pd.Series, column: str, csv_path: Path) -> pd.Series:
     """``values`` as int64, or one line naming the first line whose value is not an integer
     (empty, a fraction, a word, or too large for an id)."""
     numbers = pd.to_numeric(values, errors="coerce")
-    bad = numbers.isna() | (numbers % 1 != 0) | (numbers.abs() > LIMIT)
+    bad = numbers.isna() | (numbers % 1 != 0) | (numbers.abs() > LABEL_LIMIT)
     if bad.any():
         line = int(bad.idxmax()) + 2
         value = values[bad.idxmax()]

@@ -17,6 +17,8 @@ from ..errors import ReidError
 SPLITS = ("train", "query", "gallery")
 #: Camera id used when a dataset has no camera information (CSV manifest without ``camid``).
 NO_CAMERA = -1
+#: identities and cameras are ids, not quantities: a larger one read from a file is damage
+LABEL_LIMIT = 2**53
 
 
 class DatasetError(ReidError):

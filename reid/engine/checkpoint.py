@@ -50,9 +50,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    name, keys, *rest = state["numpy"]
-    keys = np.asarray(keys.numpy() if isinstance(keys, torch.Tensor) else keys, dtype=np.uint32)
-    np.random.set_state((name, keys, *rest))  # noqa: NPY002
+    name, keys, *rest = state["numpy"]  # keys: saved as an int64 tensor (``plain``)
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

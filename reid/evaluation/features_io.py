@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.records import DatasetError
+from ..data.records import LABEL_LIMIT, DatasetError
 from .feature_set import FeatureSet
 
 __all__ = ["FeatureSet", "save_features", "load_features"]
@@ -43,8 +43,6 @@ def save_features(path: str | Path, query: FeatureSet, gallery: FeatureSet) -> N
             np.savez(handle, features=features, **columns)
 
 
-#: identities and cameras are ids, not quantities: anything past this is a damaged file
-LABEL_LIMIT = 2**53
 ARRAYS = ("features", "pids", "camids", "split", "paths")
 
 
@@ -53,14 +51,13 @@ def integer_labels(values, key: str, path) -> np.ndarray:
     int64 turns into a huge negative identity), a fraction (31.7 would become 31), a word."""
     array = np.asarray(values)
     if array.dtype.kind in "iu":
-        if array.dtype == np.uint64 and len(array) and array.max() > LABEL_LIMIT:
-            row = int(np.argmax(array))
+        outside = array > LABEL_LIMIT
+        if array.dtype.kind == "i":
+            outside |= array < -LABEL_LIMIT
+        if outside.any():  # checked before the cast, which would wrap a uint64
+            row = int(np.argmax(outside))
             raise DatasetError(f"{path}: {key} row {row} is {array[row]}, outside ±{LABEL_LIMIT}")
-        array = array.astype(np.int64)
-        if len(array) and np.abs(array).max() > LABEL_LIMIT:
-            row = int(np.argmax(np.abs(array)))
-            raise DatasetError(f"{path}: {key} row {row} is {array[row]}, outside ±{LABEL_LIMIT}")
-        return array
+        return array.astype(np.int64)
     if array.dtype.kind == "b":
         raise DatasetError(f"{path}: {key} must be integers, found booleans")
     out = np.empty(len(array), dtype=np.int64)
@@ -76,9 +73,6 @@ def integer_labels(values, key: str, path) -> np.ndarray:
         if not -LABEL_LIMIT <= value <= LABEL_LIMIT:
             raise DatasetError(f"{path}: {key} row {row} is {value!r}, outside ±{LABEL_LIMIT}")
         out[row] = int(value)
-    if len(out) and np.abs(out).max() > LABEL_LIMIT:
-        row = int(np.argmax(np.abs(out)))
-        raise DatasetError(f"{path}: {key} row {row} is {out[row]}, outside ±{LABEL_LIMIT}")
     return out
 
 

@@ -41,12 +41,17 @@ from ..evaluation.postprocess import l2_normalize
 from ..outputs import sha256
 from . import faiss_store
 from .faiss_store import FaissStore
-from .manifest import MANIFEST, read_journal, read_manifest_file
+from .manifest import (
+    MANIFEST,
+    SUFFIXES,
+    is_manifest_shaped,
+    parse_manifest,
+    read_journal,
+    read_manifest_file,
+)
 from .store import IndexFormatError, NotEqual, StoreError, StoreOptions, VectorStore
 
 FORMAT_VERSION = 2  # 1: fixed file names (still read); 2: generation-named data files
-#: each role's file: ``ROLE.GEN.SUFFIX`` in format 2, ``ROLE.SUFFIX`` in format 1
-SUFFIXES = {"index": ".faiss", "metadata": ".parquet", "features": ".npy"}
 _PENDING = ".pending"  # journal files: .~reid.PID.XXXXXX.pending.json
 
 
@@ -75,8 +80,7 @@ def read_manifest(directory: Path) -> dict | None:
     path = Path(directory) / MANIFEST
     if not (path.exists() or path.is_symlink()):
         return None
-    read_manifest_file(path)
-    return json.loads(path.read_text())
+    return read_manifest_file(path)[1]
 
 
 def is_index_dir(directory: Path) -> bool:
@@ -89,21 +93,10 @@ def is_index_dir(directory: Path) -> bool:
 
 def index_file(directory: str | Path, role: str) -> Path:
     """The file of ``role`` (index, metadata, features) of the index in ``directory``."""
-    manifest = read_manifest(Path(directory))
-    if manifest is None:
+    path = Path(directory) / MANIFEST
+    if not (path.exists() or path.is_symlink()):
         raise IndexFormatError(f"{directory}: not an index (no manifest)")
-    return Path(directory) / role_files(manifest)[role]
-
-
-def role_files(manifest: dict) -> dict:
-    """role → file name of an index's data files (format 1 used fixed names)."""
-    if "roles" in manifest:
-        return dict(manifest["roles"])
-    return {
-        role: role + suffix
-        for role, suffix in SUFFIXES.items()
-        if role + suffix in manifest["files"]
-    }
+    return Path(directory) / read_manifest_file(path)[0].role_files()[role]
 
 
 def check_index_target(directory: str | Path) -> None:
@@ -118,12 +111,12 @@ def check_index_target(directory: str | Path) -> None:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             data = None
-        if not isinstance(data, dict) or "format_version" not in data:
+        if not is_manifest_shaped(data):
             raise OutputError(
                 f"--out {directory}: {MANIFEST} already exists and is not an index manifest; "
                 "choose another folder"
             )
-        read_manifest(directory)  # an index manifest that does not parse: its field, by name
+        parse_manifest(data, path)  # an index manifest that does not parse: its field, by name
 
 
 def journal_pattern() -> str:
@@ -385,8 +378,7 @@ class GalleryIndex:
             raise IndexFormatError(
                 f"{manifest_path}: missing (not an index directory, or an interrupted export)"
             )
-        parsed = read_manifest_file(manifest_path)  # every field checked, names plain
-        manifest = json.loads(manifest_path.read_text())
+        parsed, manifest = read_manifest_file(manifest_path)  # every field checked, names plain
         for name, expected in parsed.files.items():
             path = directory / name
             if not path.is_file():

@@ -23,7 +23,8 @@ from .store import IndexFormatError
 
 MANIFEST = "manifest.json"
 READABLE_VERSIONS = (1, 2)
-ROLES = ("index", "metadata", "features")
+#: each role's file: ``ROLE.GEN.SUFFIX`` in format 2, ``ROLE.SUFFIX`` in format 1
+SUFFIXES = {"index": ".faiss", "metadata": ".parquet", "features": ".npy"}
 
 
 def _sha256(value: str) -> str:
@@ -111,7 +112,9 @@ class Manifest(Strict):
         """role → file name (format 1 used fixed names: ``ROLE.SUFFIX``)."""
         if self.roles is not None:
             return dict(self.roles)
-        return {role: name for role in ROLES for name in self.files if name.split(".")[0] == role}
+        return {
+            role: role + suffix for role, suffix in SUFFIXES.items() if role + suffix in self.files
+        }
 
 
 class Journal(Strict):
@@ -120,19 +123,27 @@ class Journal(Strict):
     files: list[PlainName]
 
 
+def is_manifest_shaped(data) -> bool:
+    """Whether ``data`` claims to be an index manifest at all (a user's own manifest.json
+    does not), before it is checked field by field."""
+    return isinstance(data, dict) and "format_version" in data
+
+
 def parse_manifest(data, source: str | Path) -> Manifest:
+    """``data`` (read from ``source``) as a manifest of a version this reid reads."""
+    if isinstance(data, dict) and data.get("format_version") not in READABLE_VERSIONS:
+        raise IndexFormatError(
+            f"{source}: format version {data.get('format_version')!r}, this reid reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
+        )
     return parse(Manifest, data, source, IndexFormatError)
 
 
-def read_manifest_file(path: str | Path) -> Manifest:
-    """The parsed manifest at ``path`` or one :class:`IndexFormatError` line naming the field."""
+def read_manifest_file(path: str | Path) -> tuple[Manifest, dict]:
+    """The manifest at ``path``, read once: parsed (or one :class:`IndexFormatError` line
+    naming the field) and as the dict it was written as."""
     data = read_json(path, IndexFormatError, "index manifest")
-    if isinstance(data, dict) and data.get("format_version") not in READABLE_VERSIONS:
-        raise IndexFormatError(
-            f"{path}: format version {data.get('format_version')!r}, this reid reads versions "
-            f"{', '.join(map(str, READABLE_VERSIONS))}"
-        )
-    return parse_manifest(data, path)
+    return parse_manifest(data, path), data
 
 
 def read_journal(path: str | Path) -> list[str]:

@@ -58,7 +58,6 @@ def call_timeout() -> float:
         value = -1.0
     if not 0 < value <= 86400:
         raise StoreError(f"{TIMEOUT_ENV}={text!r}: seconds, more than 0 and at most 86400")
-    # a call is bounded by whole seconds (pymilvus's retry loop reads an int)
     return value
 
 

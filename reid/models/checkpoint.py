@@ -29,7 +29,7 @@ from pydantic import Field
 
 from ..boundary import Open, parse
 from ..data.transforms import MEAN, STD
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 from .reid_model import ReIDModel
 
 #: config keys of ``model`` that define the embedding network's shape
@@ -114,8 +114,7 @@ def _open(path: Path):
                 f"{path}: holds pickled Python objects ({shown}) that loading could run as "
                 f"code; refused ({hint})"
             ) from None
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(exc)})") from None
 
 
 #: what an older reid checkpoint pickled beyond tensors: its NumPy random state
@@ -154,13 +153,17 @@ def read_checkpoint(path: str | Path, require_model: bool = True, training: bool
     checkpoint (``training``: everything ``--resume`` needs)."""
     path = checkpoint_file(path)
     checkpoint = _open(path)
-    if not isinstance(checkpoint, dict) or not {"module", "config"} <= set(checkpoint):
-        raise CheckpointError(f"{path}: not a reid training checkpoint (no module/config)")
+    _require_reid(checkpoint, path)
     if training:
         parse(TrainingCheckpoint, checkpoint, path, CheckpointError)
     elif require_model:
         parse(ModelCheckpoint, checkpoint, path, CheckpointError)
     return checkpoint
+
+
+def _require_reid(checkpoint, path: Path) -> None:
+    if not isinstance(checkpoint, dict) or not {"module", "config"} <= set(checkpoint):
+        raise CheckpointError(f"{path}: not a reid training checkpoint (no module/config)")
 
 
 def stored_config(checkpoint: dict, path: str | Path) -> DictConfig:
@@ -220,10 +223,8 @@ def convert_checkpoint(source: str | Path, out: str | Path) -> dict:
             source, map_location="cpu", weights_only=False
         )  # trusted: see above
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise CheckpointError(f"{source}: not a readable checkpoint ({first})") from None
-    if not isinstance(checkpoint, dict) or not {"module", "config"} <= set(checkpoint):
-        raise CheckpointError(f"{source}: not a reid training checkpoint (no module/config)")
+        raise CheckpointError(f"{source}: not a readable checkpoint ({first_line(exc)})") from None
+    _require_reid(checkpoint, source)
     converted = {
         key: value if key in ("module", "optimizer") else plain(value)
         for key, value in checkpoint.items()

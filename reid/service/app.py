@@ -47,7 +47,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.formparsers import MultiPartParser
 
-from ..atomic import USER_OS_ERRORS
+from ..atomic import user_error
 from ..data.images import to_rgb
 from ..data.market1501 import parse_name_or_unknown
 from ..errors import OutputError, ReidError
@@ -207,12 +207,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.exception_handler(OSError)
     async def os_error(request: Request, exc: OSError):
-        if exc.errno not in USER_OS_ERRORS:
+        error = user_error(exc, exc.filename or settings.index)  # the tools' one error path
+        if error is None:
             raise exc
-        reason = USER_OS_ERRORS[exc.errno]
-        where = exc.filename or settings.index
-        return JSONResponse({"detail": f"{where}: cannot write ({reason})"},
-                            status_code=os_error_status(exc.errno))  # fmt: skip
+        return JSONResponse({"detail": str(error)}, status_code=error_status(error))
 
     async def read_images(files: list[UploadFile], reservation) -> list[tuple[str, Image.Image]]:
         if not files:
@@ -222,7 +220,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         images = []
         for upload in files:
             data = await upload.read(settings.limits.max_bytes + 1)
-            image = decode(data, upload.filename, settings.limits, reservation, reservation.held)
+            image = decode(data, upload.filename, settings.limits, reservation)
             images.append((upload.filename or "upload", image))
         return images
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from ..data.images import to_rgb
+from ..errors import first_line
 
 #: defaults: 8 MiB per file, 40 megapixels (a decompression bomb declares far more), at least
 #: 16 × 8 pixels (a person crop; Market's are 128 × 64)
@@ -89,7 +90,6 @@ def decode(
     name: str,
     limits: UploadLimits = UploadLimits(),
     reservation: Reservation | None = None,
-    request_pixels: int = 0,
 ) -> Image.Image:
     """RGB image from uploaded bytes, or :class:`UploadError` (413 too large, 415 not an image,
     422 an image that cannot be used, 503 the process is at its pixel budget). CMYK, palette,
@@ -110,7 +110,8 @@ def decode(
                 raise UploadError(
                     413, f"{label}: {width}×{height} pixels, the limit is {limits.max_pixels}"
                 )
-            if request_pixels + width * height > limits.max_request_pixels:
+            held = reservation.held if reservation is not None else 0
+            if held + width * height > limits.max_request_pixels:
                 raise UploadError(
                     413,
                     f"{label}: this request's images declare more than "
@@ -131,7 +132,7 @@ def decode(
         raise UploadError(413, f"{label}: declares too many pixels (decompression bomb)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise UploadError(
-            422, f"{label}: damaged or truncated image ({_first_line(exc)})"
+            422, f"{label}: damaged or truncated image ({first_line(exc, 120)})"
         ) from None
     if height < limits.min_height or width < limits.min_width:
         raise UploadError(
@@ -146,8 +147,3 @@ def _label(name: str | None) -> str:
     """The client's file name, for messages only (never used as a path)."""
     text = "".join(ch for ch in (name or "upload") if ch.isprintable())[:80]
     return repr(text)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:120] if lines else type(exc).__name__

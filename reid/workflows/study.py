@@ -46,7 +46,7 @@ from pydantic import Field, model_validator
 
 from ..boundary import Strict, parse
 from ..config import ConfigError, load_config
-from ..errors import ReidError
+from ..errors import ReidError, first_line
 from ..machine import cpu_description
 from ..outputs import OutputFolder, sha256
 from .train import train_to_end
@@ -70,16 +70,56 @@ class StudyError(ReidError):
     """A run that ended without a result (its process died), or whose failure did not pickle."""
 
 
-@dataclass
-class Arm:
-    name: str
-    overrides: list[str] = field(default_factory=list)
+ArmName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+Seeds = Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_length=1)]
+
+
+class Arm(Strict):
+    """One arm of a grid, as its YAML declares it (checked where the grid is read)."""
+
+    name: ArmName
+    overrides: list[str] = []
     init_from: str | None = None
     pair: str | None = None
-    rhos: list | None = None
-    engine: str = "reid"
+    rhos: Annotated[list[float], Field(min_length=1)] | None = None
+    engine: Literal["reid", "torchreid"] = "reid"
     #: this arm's seeds, when they differ from the grid's (e.g. a third seed for the decisive pair)
-    seeds: list | None = None
+    seeds: Seeds | None = None
+
+    @model_validator(mode="after")
+    def _unique_seeds(self):
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: a seed is listed twice")
+        return self
+
+
+class GridFile(Strict):
+    """A study grid as its YAML declares it. Arm names become run folders (``ARM_rhoR_sS``):
+    letters, digits, ``_.-``, no path; two arms of one name would share their runs."""
+
+    description: str | None = None
+    config: str | None  # the base config file; null: the defaults
+    data: Annotated[dict[Annotated[float, Field(gt=0, strict=False)], str], Field(min_length=1)]
+    seeds: Seeds
+    arms: Annotated[list[Arm], Field(min_length=1)]
+    common: list[str] = []
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: a seed is listed twice")
+        names = [arm.name for arm in self.arms]
+        for i, arm in enumerate(self.arms):
+            if arm.name in names[:i]:
+                raise ValueError(f"arms[{i}]: a second arm named {arm.name!r}")
+            for key in ("init_from", "pair"):
+                ref = getattr(arm, key)
+                if ref is not None and ref not in names:
+                    raise ValueError(f"arms[{i}].{key}: no arm named {ref!r}")
+            for rho in arm.rhos or []:
+                if rho not in self.data:
+                    raise ValueError(f"arms[{i}].rhos: {rho:g} is not one of data's levels")
+        return self
 
 
 @dataclass
@@ -100,14 +140,13 @@ class Grid:
         try:
             raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ConfigError(f"{path}: not a readable YAML grid ({first})") from None
+            raise ConfigError(f"{path}: not a readable YAML grid ({first_line(exc)})") from None
         spec = parse(GridFile, raw, path, ConfigError)
         return cls(
             spec.config,
             dict(spec.data),
             list(spec.seeds),
-            [Arm(**arm.model_dump()) for arm in spec.arms],
+            list(spec.arms),
             list(spec.common),
         )
 
@@ -123,55 +162,6 @@ class Grid:
                         if seed in (arm.seeds if arm.seeds is not None else self.seeds):
                             out.append((arm, rho, seed))
         return out
-
-
-ArmName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
-Seeds = Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_length=1)]
-
-
-class ArmFile(Strict):
-    name: ArmName
-    overrides: list[str] = []
-    init_from: str | None = None
-    pair: str | None = None
-    rhos: Annotated[list[float], Field(min_length=1)] | None = None
-    engine: Literal["reid", "torchreid"] = "reid"
-    seeds: Seeds | None = None
-
-    @model_validator(mode="after")
-    def _unique_seeds(self):
-        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("seeds: a seed is listed twice")
-        return self
-
-
-class GridFile(Strict):
-    """A study grid as its YAML declares it. Arm names become run folders (``ARM_rhoR_sS``):
-    letters, digits, ``_.-``, no path; two arms of one name would share their runs."""
-
-    description: str | None = None
-    config: str | None  # the base config file; null: the defaults
-    data: Annotated[dict[Annotated[float, Field(gt=0, strict=False)], str], Field(min_length=1)]
-    seeds: Seeds
-    arms: Annotated[list[ArmFile], Field(min_length=1)]
-    common: list[str] = []
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("seeds: a seed is listed twice")
-        names = [arm.name for arm in self.arms]
-        for i, arm in enumerate(self.arms):
-            if arm.name in names[:i]:
-                raise ValueError(f"arms[{i}]: a second arm named {arm.name!r}")
-            for key in ("init_from", "pair"):
-                ref = getattr(arm, key)
-                if ref is not None and ref not in names:
-                    raise ValueError(f"arms[{i}].{key}: no arm named {ref!r}")
-            for rho in arm.rhos or []:
-                if rho not in self.data:
-                    raise ValueError(f"arms[{i}].rhos: {rho:g} is not one of data's levels")
-        return self
 
 
 def run_id(arm: str, rho: float, seed: int) -> str:

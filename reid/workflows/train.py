@@ -148,7 +148,13 @@ def train(
         run_dir = Path(resume)
         cfg = resume_config(run_dir, overrides)
         return run_dir, fit(cfg, run_dir, resume=True, progress=progress)
-    cfg = load_config(config, overrides)
+    return train_config(load_config(config, overrides), output, overwrite, progress)
+
+
+def train_config(
+    cfg, output: str | None = None, overwrite: bool = False, progress: bool = True
+) -> tuple[Path, dict]:
+    """Train a new run of a loaded config into the folder ``choose_run_dir`` picks."""
     run_dir = choose_run_dir(cfg, output, overwrite)
     replace = overwrite and run_dir.is_dir() and holds_run(run_dir)
     return run_dir, fit(cfg, run_dir, progress=progress, replace=replace)

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
 
 from reid.evaluation import evaluate_distmat, evaluate_rank  # noqa: E402
+from reid.evaluation.feature_set import FeatureSet
 from reid.machine import cpu_name  # noqa: E402
 
 SCALES = {
@@ -127,7 +128,7 @@ def run_side(side: str, qf, gf, qp, gp, qc, gc, cython=None):
     q, g = torch.from_numpy(qf), torch.from_numpy(gf)
     start = time.perf_counter()
     if side == "ours":
-        result = evaluate_rank(qf, gf, qp, gp, qc, gc, metric="cosine")
+        result = evaluate_rank(FeatureSet(qf, qp, qc), FeatureSet(gf, gp, gc), metric="cosine")
         return 0.0, time.perf_counter() - start, result.cmc, result.mAP, result.mINP, result
     if side == "fastreid_cython":
         distmat = peers.fastreid_cosine_distance(q, g)

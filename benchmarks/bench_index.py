@@ -25,10 +25,12 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from reid.evaluation.postprocess import exact_top_k
 from reid.index import GalleryIndex
 from reid.index.faiss_store import VERSION as FAISS_VERSION
-from reid.index.faiss_store import exact_top_k
-from reid.index.store import StoreOptions
+from reid.index.faiss_store import FaissOptions
+from reid.index.milvus_store import MilvusOptions
+from reid.index.store import SearchOptions
 from reid.machine import cpu_description
 
 RESULTS = Path(__file__).parent / "results"
@@ -42,19 +44,19 @@ def clustered(n, dim, seed=0, per_cluster=10, spread=0.9):
     return x / np.linalg.norm(x, axis=1, keepdims=True), centers, labels
 
 
-def faiss_types(dim: int) -> dict[str, StoreOptions]:
+def faiss_types(dim: int) -> dict[str, FaissOptions]:
     return {
-        "Flat": StoreOptions(factory="Flat"),
-        "IVF-Flat": StoreOptions(factory="IVF1024,Flat"),
-        "IVF-PQ": StoreOptions(factory=f"IVF1024,PQ{dim // 16}"),
-        "HNSW": StoreOptions(factory="HNSW32"),
+        "Flat": FaissOptions(factory="Flat"),
+        "IVF-Flat": FaissOptions(factory="IVF1024,Flat"),
+        "IVF-PQ": FaissOptions(factory=f"IVF1024,PQ{dim // 16}"),
+        "HNSW": FaissOptions(factory="HNSW32"),
     }
 
 
-def milvus_types(uri: str, tag: str) -> dict[str, StoreOptions]:
+def milvus_types(uri: str, tag: str) -> dict[str, MilvusOptions]:
     def make(kind, params):
-        return StoreOptions(backend="milvus", uri=uri, collection=f"bench_{tag}_{kind.lower()}",
-                            index_type=kind, params=params)  # fmt: skip
+        return MilvusOptions(uri=uri, collection=f"bench_{tag}_{kind.lower()}", index_type=kind,
+                             params=params)  # fmt: skip
 
     return {
         "FLAT": make("FLAT", {}),
@@ -90,17 +92,17 @@ def measure(backend, name, options, gallery, unit, truth, args, server_pid, tmp)
         segments = utility.get_query_segment_info(index.store.physical, using=index.store._using)
         memory = sum(int(s.mem_size) for s in segments)
         rss_growth = tree_rss(server_pid) - rss_before
-    search = dict(
+    search = SearchOptions(
         nprobe=args.nprobe if "IVF" in name else None, ef=args.ef if "HNSW" in name else None
     )
-    index.store.search(unit[:8], 10, None, **search)  # warm
+    index.store.search(unit[:8], 10, None, search)  # warm
     start = time.perf_counter()
-    _, found = index.store.search(unit, 10, None, **search)
+    _, found = index.store.search(unit, 10, None, search)
     batch_s = time.perf_counter() - start
     single = unit[: args.single]
     start = time.perf_counter()
     for q in single:
-        index.store.search(q[None], 10, None, **search)
+        index.store.search(q[None], 10, None, search)
     single_s = time.perf_counter() - start
     row = {
         "backend": backend,

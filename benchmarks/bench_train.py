@@ -37,12 +37,13 @@ from reid.data.dataset import ImageDataset
 from reid.data.synthetic import SyntheticSpec, generate
 from reid.data.transforms import build_transforms
 from reid.engine.build import (
+    LoopSettings,
     build_losses,
     build_optimizer,
     build_scheduler,
     build_training_module,
 )
-from reid.engine.trainer import train_one_epoch
+from reid.engine.trainer import Optimization, train_one_epoch
 from reid.machine import cpu_description
 from reid.models import FeatureExtractor
 
@@ -167,12 +168,9 @@ def ours_images_per_s(
         module,
         losses,
         timed,
-        optimizer,
-        scheduler,
-        scaler,
+        Optimization(optimizer, scheduler, scaler, amp_dtype),
         torch.device("cpu"),
-        amp_dtype=amp_dtype,
-        channels_last=channels_last,
+        loop=LoopSettings(epochs=1, channels_last=channels_last),
         progress=False,
     )
     elapsed = time.perf_counter() - timed.start

@@ -24,7 +24,8 @@ from torch.nn import functional as F
 
 from reid.data import load_dataset
 from reid.engine.centers import frequency_groups, train_mode_features
-from reid.models.checkpoint import load_model, read_checkpoint
+from reid.loading import load_model
+from reid.models.checkpoint import read_checkpoint
 
 
 def angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

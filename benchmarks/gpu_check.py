@@ -34,6 +34,7 @@ from reid.config import load_config  # noqa: E402
 from reid.data.splits import make_holdout_split  # noqa: E402
 from reid.data.synthetic import SyntheticSpec, generate  # noqa: E402
 from reid.engine.trainer import fit  # noqa: E402
+from reid.evaluation.feature_set import FeatureSet  # noqa: E402
 from reid.evaluation.rank import evaluate_rank  # noqa: E402
 from reid.heads import HEADS  # noqa: E402
 
@@ -99,8 +100,8 @@ def check_evaluator(device: str, dry: bool) -> dict:
     qf = (centers[qp] + rng.normal(scale=1.5, size=(q, dim))).astype(np.float32)
     gf = (centers[gp] + rng.normal(scale=1.5, size=(g, dim))).astype(np.float32)
     qc, gc = rng.integers(0, 6, q), rng.integers(0, 6, g)
-    cpu = evaluate_rank(qf, gf, qp, gp, qc, gc, device="cpu")
-    other = evaluate_rank(qf, gf, qp, gp, qc, gc, device=device)
+    cpu = evaluate_rank(FeatureSet(qf, qp, qc), FeatureSet(gf, gp, gc), device="cpu")
+    other = evaluate_rank(FeatureSet(qf, qp, qc), FeatureSet(gf, gp, gc), device=device)
     diff = {
         "cmc": float(np.abs(np.asarray(cpu.cmc) - np.asarray(other.cmc)).max()),
         "mAP": abs(cpu.mAP - other.mAP),

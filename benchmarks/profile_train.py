@@ -33,6 +33,7 @@ from reid.atomic import write_json  # noqa: E402
 from reid.config import load_config  # noqa: E402
 from reid.data import arrays, load_dataset  # noqa: E402
 from reid.engine.build import (  # noqa: E402
+    LoopSettings,  # noqa: E402
     build_losses,
     build_optimizer,
     build_sampler,
@@ -43,7 +44,7 @@ from reid.engine.build import (  # noqa: E402
     feature_pass,
 )
 from reid.engine.centers import CenterLifecycle  # noqa: E402
-from reid.engine.trainer import train_one_epoch  # noqa: E402
+from reid.engine.trainer import Optimization, train_one_epoch  # noqa: E402
 
 
 def setup(data: str, weights: str, workers: int, extra=()):
@@ -105,8 +106,8 @@ def loop(cfg, dataset, sampler, loader, module, iters: int) -> dict:
     scheduler = build_scheduler(cfg, optimizer, iters)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     stats = train_one_epoch(
-        module, losses, loader, optimizer, scheduler, scaler, torch.device("cpu"),
-        channels_last=True, max_iters=iters, progress=False,
+        module, losses, loader, Optimization(optimizer, scheduler, scaler), torch.device("cpu"),
+        loop=LoopSettings(epochs=1, channels_last=True, max_iters=iters), progress=False,
         centers=CenterLifecycle(module, dataset.train, center_settings(cfg), feature_pass(cfg),
                                 torch.device("cpu")),
     )  # fmt: skip

@@ -23,6 +23,7 @@ from .evaluation.pipeline import evaluate_features
 from .evaluation.rank import RankResult
 from .index.gallery import GalleryIndex
 from .index.sources import Embedder
+from .index.stores import parse_store_options
 from .workflows import index as _index
 from .workflows.train import train_config
 
@@ -102,9 +103,11 @@ def build_index(
 ) -> GalleryIndex:
     """Embed ``gallery`` (a Market-format root, an image folder or a CSV manifest) into a new
     index at ``out``; ``calibrate``: a labelled split whose no-match thresholds are stored."""
-    _index.export_index(str(model), str(gallery), str(out), factory=factory,
-                        keep_features=keep_features, calibrate=None if calibrate is None else str(calibrate),
-                        far=far)  # fmt: skip
+    options = _index.ExportOptions(
+        store=parse_store_options(factory=factory), keep_features=keep_features,
+        calibrate=None if calibrate is None else str(calibrate), far=far,
+    )  # fmt: skip
+    _index.export_index(str(model), str(gallery), str(out), options)
     return open_index(out)
 
 
@@ -129,8 +132,8 @@ def search(
     """The top-``topk`` hits of each query image (or folder of them): a table (query,
     query_path, rank, score, row, path, pid, camid, and ``match`` when a threshold applies:
     the index's calibrated one by default, ``far`` another calibrated rate, or ``threshold``)."""
-    found = _index.search(str(index), [str(x) for x in images], str(model), topk, far=far,
-                          threshold=threshold)  # fmt: skip
+    found = _index.search(str(index), [str(x) for x in images], str(model), topk,
+                          no_match=_index.NoMatch(far, threshold))  # fmt: skip
     return found["table"]
 
 

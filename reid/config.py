@@ -8,7 +8,7 @@ resolved configuration saved next to every run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -19,135 +19,220 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from .arguments import check_device
+from .arguments import BATCH, SEED, WORKERS, Float, Int, check_device
 from .data import LOADERS
 from .data.samplers import SAMPLERS
-from .engine.build import AMP_MODES, OPTIMIZERS, SCHEDULERS
 from .errors import ReidError
 from .evaluation.rank import AP_MODES, METRICS
-from .heads import ALL_HEAD_OPTIONS, CENTER_INITS, CENTER_UPDATES, HEADS, WEIGHT_MODES
+from .heads import ALL_HEAD_OPTIONS, HEADS, WEIGHT_MODES
 from .heads.centers import CenterSettings
 from .models.backbone import TORCHVISION
 from .models.pooling import POOLINGS
+from .optim import AMP_MODES, OPTIMIZERS, SCHEDULERS
 from .optional import require
+from .settings import setting, settings_of
+
+BIG = 1e6  # "no practical upper bound" for weights and factors
 
 
 @dataclass
 class DataConfig:
-    root: str = "datasets/synthetic"  # Market-format root, MSMT17 root or CSV manifest
-    kind: str = "auto"
-    image_size: list[int] = field(default_factory=lambda: [256, 128])
-    workers: int = 2
-    flip: bool = True
-    pad: int = 10
-    random_erasing: float = 0.5
-    color_jitter: float = 0.0
-    verify_images: bool = False
-    # memory: decode the training set once and run the transforms in the training process
-    # (reid/data/cache.py; the same batches, to the bit); off: the transforms in loader workers.
-    # Not the default: its gain depends on the machine (README, training throughput)
-    cache: str = "off"
-    cache_gib: float = 2.0  # the most decoded training images may take; beyond it: off
+    root: str = setting("datasets/synthetic", "Market-format root, MSMT17 root or CSV manifest")
+    kind: str = setting(
+        "auto",
+        "the dataset's layout (auto: recognised from the folder)",
+        choices=("auto", *LOADERS),
+    )
+    image_size: list[int] = setting(
+        [256, 128], "input size [height, width] in pixels", items=Int(16, 2048)
+    )
+    workers: int = setting(2, "data loader worker processes", WORKERS)
+    flip: bool = setting(True, "random horizontal flips in training")
+    pad: int = setting(10, "pixels padded before the random crop (0: no crop)", Int(0, 256))
+    random_erasing: float = setting(0.5, "probability of random erasing per image", Float(0, 1))
+    color_jitter: float = setting(
+        0.0, "colour jitter strength (brightness, contrast, saturation; 0: off)", Float(0, 1)
+    )
+    verify_images: bool = setting(
+        False,
+        "decode every image once before training (a corrupt "
+        "file fails in seconds, not in epoch 37)",
+    )
+    cache: str = setting(
+        "off",
+        "memory: decode the training set once and run the transforms "
+        "in the training process (the same batches, to the bit); off: the "
+        "transforms in loader workers. Not the default: its gain depends on "
+        "the machine (docs/benchmarks.md)",
+        choices=("off", "memory"),
+    )
+    cache_gib: float = setting(
+        2.0,
+        "the most decoded training images may take; beyond it the cache is off",
+        Float(0, 4096, low_open=True),
+    )
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet50"
-    last_stride: int = 1
-    pooling: str = "avg"
-    embedding_dim: int = 0
-    bnneck: bool = True
-    pretrained: str | None = None  # "imagenet" or a path to a torchvision state dict
-    init_from: str | None = (
-        None  # a reid checkpoint: start from its backbone + BNNeck (fine-tuning)
+    backbone: str = setting(
+        "resnet50", "a torchvision backbone (resnet18/34/50/101, mobilenet_v2, …) or torchreid:NAME"
     )
-    init_head: bool = False  # with init_from: also its learned head weights (same head, classes)
+    last_stride: int = setting(
+        1,
+        "stride of the backbone's last stage (1: the re-ID habit, twice the feature map)",
+        Int(1, 2),
+    )
+    pooling: str = setting("avg", "global pooling of the feature map", choices=tuple(POOLINGS))
+    embedding_dim: int = setting(
+        0,
+        "a linear embedding of this width before the BNNeck (0: the backbone's own width)",
+        Int(0, 65536),
+    )
+    bnneck: bool = setting(
+        True, "BNNeck: a batch norm between the triplet-loss feature and the classifier"
+    )
+    pretrained: str | None = setting(
+        None, '"imagenet" (offline weights) or a path to a torchvision state dict'
+    )
+    init_from: str | None = setting(
+        None, "a reid checkpoint: start from its backbone + BNNeck (fine-tuning)"
+    )
+    init_head: bool = setting(
+        False, "with init_from: also its learned head weights (same head, same classes)"
+    )
 
 
-@dataclass
-class HeadConfig:
-    name: str = "softmax"
-    weights: str = "learned"  # learned | centers (IR-Softmax)
-    # the head's own options (None: the head's documented default; set only for heads that use them)
-    scale: float | None = None  # normface, cosface, arcface, circle
-    margin: float | None = None  # cosface, arcface, circle, sphereface (integer m)
-    virtual_clamp: float | None = None  # virtual
-    beta_fixed: float | None = None  # sphereface: fixed β instead of annealing (IR authors: 10)
-    # the IR-Softmax centers' own settings (head.weights=centers) are the ``centers:`` section
-    # loss mix: the head's own loss weight, and an auxiliary learned softmax
-    # (the authors' code: ir_weight 0.1 with aux_softmax 1.0)
-    ir_weight: float = 1.0
-    aux_softmax: float = 0.0
+def _head_config():
+    """The ``head:`` section: the head choice and loss mix, declared here, and every head's own
+    options, declared in the head's file (``OPTIONS``): a new head option is one line there."""
+    own = [
+        ("name", str, setting("softmax", "the classifier head", choices=tuple(HEADS))),
+        ("weights", str, setting("learned", "learned class weights, or centers (IR-Softmax: "
+                                 "class centers of the features)", choices=WEIGHT_MODES)),
+    ]  # fmt: skip
+    options = []
+    declared = dict.fromkeys(key for cls in HEADS.values() for key in cls.OPTIONS)
+    for key in declared:  # in the order the heads declare them
+        heads = {name: cls.OPTIONS[key] for name, cls in HEADS.items() if key in cls.OPTIONS}
+        first = next(iter(heads.values()))
+        if len({o.help for o in heads.values()}) == 1:
+            defaults = ", ".join(f"{n} {o.default}" for n, o in heads.items())
+            text = f"{first.help}; unset: the head's default ({defaults})"
+        else:
+            text = "; ".join(f"{n}: {o.help} (default {o.default})" for n, o in heads.items())
+        spec = setting(None, text, first.bounds)
+        options.append((key, float | None, spec))
+    mix = [
+        ("ir_weight", float, setting(1.0, "the head's own loss weight (the authors' code: 0.1 "
+                                     "with aux_softmax 1.0)", Float(0, BIG))),
+        ("aux_softmax", float, setting(0.0, "weight of an auxiliary learned softmax head's loss "
+                                       "(0: none)", Float(0, BIG))),
+    ]  # fmt: skip
+    return make_dataclass("HeadConfig", own + options + mix)
+
+
+HeadConfig = _head_config()
 
 
 @dataclass
 class LossConfig:
-    label_smoothing: float = 0.1
-    triplet: float = 1.0  # weight; 0 disables
-    triplet_margin: float | None = 0.3  # None: soft margin
-    center: float = 0.0  # center-loss weight (BoT: 5e-4)
+    label_smoothing: float = setting(
+        0.1, "label smoothing ε of the cross-entropy", Float(0, 1, high_open=True)
+    )
+    triplet: float = setting(1.0, "batch-hard triplet loss weight (0: off)", Float(0, BIG))
+    triplet_margin: float | None = setting(0.3, "triplet margin (null: soft margin)", Float(0, 100))
+    center: float = setting(0.0, "center-loss weight (BoT: 5e-4; 0: off)", Float(0, BIG))
 
 
 @dataclass
 class SamplerConfig:
-    name: str = "pk"  # pk | balanced | power | repeat | random
-    batch_size: int = 64
-    num_instances: int = 4
-    power: float = 0.5
-    repeat_threshold: float = 0.01
+    name: str = setting(
+        "pk",
+        "how identities are drawn (pk: P×K batches; balanced, power, "
+        "repeat: imbalance samplers; random)",
+        choices=(*SAMPLERS, "random"),
+    )
+    batch_size: int = setting(64, "images per batch", BATCH)
+    num_instances: int = setting(4, "K: images per identity in a batch", Int(1, 1024))
+    power: float = setting(0.5, "power: identity weights ∝ count^power", Float(0, 10))
+    repeat_threshold: float = setting(0.01, "repeat: LVIS repeat-factor threshold t", Float(0, 1))
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"  # adam | adamw | sgd
-    lr: float = 3.5e-4
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    scheduler: str = "multistep"  # multistep | cosine
-    milestones: list[int] = field(default_factory=lambda: [40, 70])
-    gamma: float = 0.1
-    warmup_epochs: int = 10
-    warmup_factor: float = 0.01
-    grad_clip: float = 0.0
+    name: str = setting("adam", "the optimizer", choices=tuple(OPTIMIZERS))
+    lr: float = setting(3.5e-4, "base learning rate", Float(0, 10, low_open=True))
+    weight_decay: float = setting(
+        5e-4, "weight decay (weights only: no decay on BN, biases, GeM's p)", Float(0, 1)
+    )
+    momentum: float = setting(0.9, "sgd: momentum (Nesterov)", Float(0, 1, high_open=True))
+    scheduler: str = setting(
+        "multistep", "learning-rate schedule after the warm-up", choices=SCHEDULERS
+    )
+    milestones: list[int] = setting(
+        [40, 70], "multistep: epochs at which the rate is multiplied by gamma", items=Int(1, 100000)
+    )
+    gamma: float = setting(
+        0.1, "multistep: the factor at each milestone", Float(0, 1, low_open=True)
+    )
+    warmup_epochs: int = setting(10, "epochs of linear warm-up", Int(0, 100000))
+    warmup_factor: float = setting(
+        0.01, "the rate's factor at the warm-up's start", Float(0, 1, low_open=True)
+    )
+    grad_clip: float = setting(0.0, "clip the gradient norm at this value (0: off)", Float(0, BIG))
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 120
-    device: str = "auto"
-    amp: str = "auto"  # auto | off | fp16 | bf16 (auto: fp16 on CUDA, off on CPU)
-    # NHWC convolutions: 1.2-1.4x over fp32 NCHW for MobileNetV2 / ResNet-50 on 2-core CPUs, ~1x for
-    # ResNet-18 (README, training throughput). Not the default: it reorders float sums, so a
-    # seeded run ends at other numbers (within rounding per step, chaotic over a run); the
-    # ResNet-50 configs (configs/market1501) and the study grids set it
-    channels_last: bool = False
-    # torch.compile (inductor) of the backbone for the training steps; extraction stays eager.
-    # The first step compiles (measured on 2 cores: 41 s ResNet-18, 120 s MobileNetV2);
-    # numbers change within float reordering
-    compile: bool = False
-    seed: int = 0
-    deterministic: bool = False
-    max_iters_per_epoch: int = 0  # 0 = the sampler's epoch
-    log_every: int = 20  # iterations between progress lines when the log is not a terminal; 0: off
-    # intra-op threads of the training process; 0: torch's default (one per core). A run's
-    # numbers depend on it (the order of float sums), not on what runs beside it
-    threads: int = 0
+    epochs: int = setting(120, "training epochs", Int(1, 100000))
+    device: str = setting("auto", "auto (CUDA if available), cpu, cuda or cuda:N")
+    amp: str = setting(
+        "auto", "mixed precision (auto: fp16 on CUDA, off on CPU)", choices=AMP_MODES
+    )
+    channels_last: bool = setting(
+        False,
+        "NHWC convolutions: 1.2-1.4x over NCHW for MobileNetV2 "
+        "/ ResNet-50 on 2-core CPUs, ~1x for ResNet-18. Not the "
+        "default: it reorders float sums, so a seeded run ends at "
+        "other numbers",
+    )
+    compile: bool = setting(
+        False,
+        "torch.compile (inductor) of the backbone for the training "
+        "steps (the first step compiles: 41 s ResNet-18, 120 s MobileNetV2 "
+        "on 2 cores); numbers change within float reordering",
+    )
+    seed: int = setting(0, "the run's seed (weights, sampling, augmentation)", SEED)
+    deterministic: bool = setting(False, "deterministic kernels (slower; CUDA)")
+    max_iters_per_epoch: int = setting(
+        0, "cap on steps per epoch (0: the sampler's epoch)", Int(0, 10**7)
+    )
+    log_every: int = setting(
+        20, "steps between progress lines when the log is not a terminal (0: off)", Int(0, 10**7)
+    )
+    threads: int = setting(
+        0,
+        "intra-op threads of the training process (0: torch's default, "
+        "one per core); a run's numbers depend on it",
+        Int(0, 4096),
+    )
 
 
 @dataclass
 class EvalConfig:
-    every: int = 10  # epochs; 0 = only at the end
-    metric: str = "cosine"
-    ap: str = "torchreid"
-    flip: bool = False
-    rerank: bool = False
-    batch_size: int = 128
+    every: int = setting(10, "evaluate every N epochs (0: only at the end)", Int(0, 100000))
+    metric: str = setting("cosine", "distance of the evaluation", choices=METRICS)
+    ap: str = setting("torchreid", "the AP protocol", choices=AP_MODES)
+    flip: bool = setting(False, "average each image's features with its mirror's")
+    rerank: bool = setting(False, "k-reciprocal re-ranking")
+    batch_size: int = setting(128, "images per extraction batch", BATCH)
 
 
 @dataclass
 class OutputConfig:
-    dir: str = "runs/default"
-    tensorboard: bool = False
+    dir: str = setting("runs/default", "the run folder (checkpoints, metrics, config, plots)")
+    tensorboard: bool = setting(False, "also log to TensorBoard (the tensorboard extra)")
 
 
 @dataclass
@@ -164,6 +249,14 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
+#: every setting of the schema, ``section.key`` → its ``Setting`` (type, default, help, range)
+SETTINGS = {
+    f"{section.name}.{key}": spec
+    for section in fields(Config)
+    for key, spec in settings_of(section.default_factory).items()
+}
+
+
 class ConfigError(ReidError):
     """Bad configuration: unknown key, wrong type or value, unreadable file."""
 
@@ -177,89 +270,29 @@ BOOLEAN_KEYS = frozenset(
 )
 
 
-#: choice fields and their valid values, taken from the registries that use them
-CHOICES = {
-    "data.kind": ("auto", *LOADERS),
-    "data.cache": ("off", "memory"),
-    "model.pooling": tuple(POOLINGS),
-    "head.name": tuple(HEADS),
-    "head.weights": WEIGHT_MODES,
-    "centers.update": tuple(CENTER_UPDATES),
-    "centers.init": CENTER_INITS,
-    "sampler.name": (*SAMPLERS, "random"),
-    "optim.name": tuple(OPTIMIZERS),
-    "optim.scheduler": SCHEDULERS,
-    "train.amp": AMP_MODES,
-    "eval.metric": METRICS,
-    "eval.ap": AP_MODES,
-}
+#: choice fields and their valid values (from the settings)
+CHOICES = {key: spec.choices for key, spec in SETTINGS.items() if spec.choices is not None}
 
 
 #: what a string field holds after YAML read one of its boolean words, and the choice it was
 YAML_BOOLEAN_WORDS = {"False": "off", "True": "on"}
 
 
-#: the range of every numeric key: (low, high, low_open, high_open); None means unbounded.
-#: ``tests/test_config.py`` fails for a numeric key that is missing here and tries the values
-#: just outside each range.
-BIG = 1e6
-RANGES = {
-    "data.workers": (0, 64, False, False),
-    "data.pad": (0, 256, False, False),
-    "data.random_erasing": (0, 1, False, False),  # a probability
-    "data.color_jitter": (0, 1, False, False),
-    "data.cache_gib": (0, 4096, True, False),
-    "model.last_stride": (1, 2, False, False),
-    "model.embedding_dim": (0, 65536, False, False),  # 0: the backbone's own width
-    "head.scale": (0, 1000, True, False),
-    "head.margin": (0, 10, False, False),
-    "head.virtual_clamp": (0, BIG, False, False),
-    "head.beta_fixed": (0, BIG, False, False),
-    "centers.momentum": (0, 1, False, True),
-    "centers.lr": (0, 10, False, False),
-    "centers.lam": (0, BIG, False, False),
-    "centers.pull": (0, BIG, False, False),
-    "centers.refresh": (0, 100000, False, False),
-    "head.ir_weight": (0, BIG, False, False),
-    "head.aux_softmax": (0, BIG, False, False),
-    "loss.label_smoothing": (0, 1, False, True),
-    "loss.triplet": (0, BIG, False, False),
-    "loss.triplet_margin": (0, 100, False, False),
-    "loss.center": (0, BIG, False, False),
-    "sampler.batch_size": (1, 65536, False, False),
-    "sampler.num_instances": (1, 1024, False, False),
-    "sampler.power": (0, 10, False, False),
-    "sampler.repeat_threshold": (0, 1, False, False),
-    "optim.lr": (0, 10, True, False),
-    "optim.weight_decay": (0, 1, False, False),
-    "optim.momentum": (0, 1, False, True),
-    "optim.gamma": (0, 1, True, False),
-    "optim.warmup_epochs": (0, 100000, False, False),
-    "optim.warmup_factor": (0, 1, True, False),
-    "optim.grad_clip": (0, BIG, False, False),
-    "train.epochs": (1, 100000, False, False),
-    "train.seed": (0, 2**32 - 1, False, False),
-    "train.max_iters_per_epoch": (0, 10**7, False, False),
-    "train.log_every": (0, 10**7, False, False),
-    "train.threads": (0, 4096, False, False),
-    "eval.every": (0, 100000, False, False),
-    "eval.batch_size": (1, 65536, False, False),
-}
-#: list-valued keys: the range of each item
-ITEM_RANGES = {
-    "data.image_size": (16, 2048, False, False),
-    "optim.milestones": (1, 100000, False, False),
-}
+#: the range of every numeric key, and of every list's items (from the settings; a head
+#: option's is the first declaring head's, each head checks its own in ``validate``)
+RANGES = {key: spec.bounds for key, spec in SETTINGS.items() if spec.bounds is not None}
+ITEM_RANGES = {key: spec.items for key, spec in SETTINGS.items() if spec.items is not None}
 
 
-def describe_range(low, high, low_open, high_open) -> str:
-    return f"must be in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-
-def in_range(value, low, high, low_open, high_open) -> bool:
-    return (low < value if low_open else low <= value) and (
-        value < high if high_open else value <= high
-    )
+def add_setting_flag(parser, flag: str, key: str, **kwargs) -> None:
+    """A command-line flag that mirrors the config key ``key``: its type and range, default,
+    choices and help come from the key's one declaration."""
+    spec = SETTINGS[key]
+    if spec.choices is not None:
+        kwargs.setdefault("choices", list(spec.choices))
+    elif spec.bounds is not None:
+        kwargs.setdefault("type", spec.bounds)
+    parser.add_argument(flag, default=spec.default, help=f"{spec.help} (config: {key})", **kwargs)
 
 
 def _get(config: DictConfig, key: str):
@@ -302,14 +335,14 @@ def validate(config: DictConfig, source: str = "config") -> None:
                 f"not an option of head {config.head.name!r} "
                 f"(its options: {', '.join(used) or 'none'})",
             )
-    for key, bounds in RANGES.items():
-        value = _get(config, key)
-        if value is not None and not in_range(value, *bounds):
-            bad(key, describe_range(*bounds))
-    for key, bounds in ITEM_RANGES.items():
-        values = list(_get(config, key))
-        if any(not in_range(v, *bounds) for v in values):
-            raise ConfigError(f"{source}: {key}={values}: every item {describe_range(*bounds)}")
+    for key, spec in SETTINGS.items():
+        if key.startswith("head.") and key.split(".")[1] in used:
+            spec = used[key.split(".")[1]]  # the chosen head's own range
+        why = spec.check(_get(config, key)) if spec.choices is None else None
+        if why is not None:
+            value = _get(config, key)
+            shown = list(value) if spec.items is not None else value
+            raise ConfigError(f"{source}: {key}={shown!r}: {why}")
     if len(config.data.image_size) != 2:
         raise ConfigError(
             f"{source}: data.image_size={list(config.data.image_size)}: must be [H, W]"

@@ -21,6 +21,7 @@ EXTRAS = {
     "fastapi": "serve",
     "uvicorn": "serve",
     "python_multipart": "serve",
+    "prometheus_client": "serve",
     "onnx": "export",
     "onnxscript": "export",
     "onnxruntime": "export",
@@ -35,11 +36,16 @@ def available(module: str) -> bool:
         return False
 
 
+class MissingExtra(ReidError, ImportError):
+    """An optional package that is not installed: one line naming the extra. An ``ImportError``
+    too, so that code walking the package (``pkgutil``) treats the module as not importable."""
+
+
 def require(module: str, what: str) -> None:
     """Raise, naming ``what`` needs it, unless ``module`` can be imported."""
     if not available(module):
         extra = EXTRAS.get(module, module)
-        raise ReidError(
+        raise MissingExtra(
             f"{what} needs the optional package {module}: pip install 'reid[{extra}]' "
             "(make setup installs every extra)"
         )

@@ -16,6 +16,7 @@ import numpy as np
 from reid.data.images import read_image
 from reid.data.market1501 import load_market_format
 from reid.data.records import arrays
+from reid.evaluation.feature_set import FeatureSet
 from reid.evaluation.rank import evaluate_rank
 
 
@@ -38,5 +39,5 @@ def histogram_baseline(root: str | Path) -> dict:
     query = np.stack([colour_histogram(r.path) for r in dataset.query])
     gallery = np.stack([colour_histogram(r.path) for r in dataset.gallery])
     (qp, qc), (gp, gc) = arrays(dataset.query), arrays(dataset.gallery)
-    result = evaluate_rank(query, gallery, qp, gp, qc, gc, metric="cosine")
+    result = evaluate_rank(FeatureSet(query, qp, qc), FeatureSet(gallery, gp, gc), metric="cosine")
     return {"rank1": result.rank(1), "mAP": result.mAP, "queries": result.num_valid_queries}

@@ -95,8 +95,13 @@ def milvus_uri(tmp_path_factory):
 def index_dir(tiny_checkpoint, synthetic_root, tmp_path_factory) -> Path:
     """A calibrated FAISS index of the synthetic gallery, exported like a user's (the service
     tests serve it; tests that write serve a copy)."""
-    from reid.workflows.index import export_index
+    from reid.workflows.index import ExportOptions, export_index
 
     out = tmp_path_factory.mktemp("served") / "index"
-    export_index(str(tiny_checkpoint), str(synthetic_root), str(out), calibrate=str(synthetic_root))
+    export_index(
+        str(tiny_checkpoint),
+        str(synthetic_root),
+        str(out),
+        ExportOptions(calibrate=str(synthetic_root)),
+    )
     return out

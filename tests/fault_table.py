@@ -52,7 +52,7 @@ MECHANISMS = [
     "folder. Beyond it the code trusts the object; a file that fails is one line naming the "
     "file and the field. | `reid/boundary.py`; `index/manifest.py` (manifest, journal), "
     "`outputs.py` (ledger), `models/checkpoint.py`, `models/export.py` (sidecar), "
-    "`evaluation/features_io.py`, `data/manifest.py` (CSV), `workflows/study.py` (grid), "
+    "`evaluation/features_io.py`, `data/manifest.py` (CSV), `workflows/study/grid.py` (grid), "
     "`config.py` (config, interpolations) | `tests/test_file_boundaries.py`: every key of every "
     "kind deleted and retyped, an unknown key, `..`, a nested and an absolute path in every "
     "name, the file truncated, names duplicated: one line or a clean read, nothing written or "

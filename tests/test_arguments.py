@@ -158,7 +158,9 @@ def test_every_numeric_config_key_declares_a_range():
     missing = [
         k for k, kind in numeric_keys() if k not in (ITEM_RANGES if kind == "list" else RANGES)
     ]
-    assert not missing, f"numeric config keys without a range in reid/config.py RANGES: {missing}"
+    assert not missing, (
+        f"numeric config keys declared without a range (setting(..., bounds)): {missing}"
+    )
 
 
 def context(key: str) -> list[str]:
@@ -172,7 +174,8 @@ def context(key: str) -> list[str]:
 
 @pytest.mark.parametrize("key", [k for k, kind in numeric_keys() if kind != "list"])
 def test_config_values_outside_the_range_are_refused_at_load(key):
-    low, high, low_open, high_open = RANGES[key]
+    bounds = RANGES[key]
+    low, high, low_open, high_open = bounds.low, bounds.high, bounds.low_open, bounds.high_open
     kind = dict(numeric_keys())[key]
     step = 1 if kind is int else max(1e-6, 1e-6 * abs(high))
     outside = [low - step, high + step, "abc", -1e12, 1e12]

@@ -26,7 +26,8 @@ from reid.engine.checkpoint import load_checkpoint
 from reid.engine.trainer import NonFiniteLossError, fit
 from reid.errors import OutputError, ReidError
 from reid.index import GalleryIndex
-from reid.workflows.index import export_index, search
+from reid.index.stores import parse_store_options
+from reid.workflows.index import ExportOptions, NoMatch, export_index, search
 from reid.workflows.train import train
 from tests.conftest import REPO, TINY_TRAIN
 
@@ -255,15 +256,15 @@ def test_infeasible_sampler_fails_before_training(synthetic_root, tmp_path, over
 @pytest.mark.parametrize(
     "override, match",
     [
-        ("train.epochs=0", r"train.epochs=0: must be in \[1, 100000\]"),
-        ("optim.lr=-0.1", r"optim.lr=-0.1: must be in \(0, 10\]"),
+        ("train.epochs=0", r"train.epochs=0: must be an integer in \[1, 100000\]"),
+        ("optim.lr=-0.1", r"optim.lr=-0.1: must be a number in \(0, 10\]"),
         ("data.image_size=[128]", "data.image_size=\\[128\\]: must be \\[H, W\\]"),
         (
             "data.image_size=[128,0]",
-            r"data.image_size=\[128, 0\]: every item must be in \[16, 2048\]",
+            r"data.image_size=\[128, 0\]: every item must be an integer in \[16, 2048\]",
         ),
-        ("model.embedding_dim=-5", r"model.embedding_dim=-5: must be in \[0, 65536\]"),
-        ("data.random_erasing=5", r"data.random_erasing=5.0: must be in \[0, 1\]"),
+        ("model.embedding_dim=-5", r"model.embedding_dim=-5: must be an integer in \[0, 65536\]"),
+        ("data.random_erasing=5", r"data.random_erasing=5.0: must be a number in \[0, 1\]"),
         ("model.backbone=resnet19", "model.backbone='resnet19': unknown backbone; valid: resnet18"),
         ("train.device=cpufoo", "train.device='cpufoo': valid devices are cpu, cuda, cuda:N"),
         ("train.device=tpu", "train.device='tpu': valid devices are cpu, cuda, cuda:N"),
@@ -460,9 +461,19 @@ def test_ivf_with_more_lists_than_images_fails_before_embedding(
 
     monkeypatch.setattr(Embedder, "__call__", lambda *a, **k: pytest.fail("embedded first"))
     with pytest.raises(ReidError, match="1024 IVF lists need at least as many gallery images"):
-        export_index(str(tiny_checkpoint), str(synthetic_root), str(tmp_path / "i"), "IVF1024,Flat")
+        export_index(
+            str(tiny_checkpoint),
+            str(synthetic_root),
+            str(tmp_path / "i"),
+            ExportOptions(store=parse_store_options(factory="IVF1024,Flat")),
+        )
     with pytest.raises(ReidError, match="not a FAISS factory string for"):
-        export_index(str(tiny_checkpoint), str(synthetic_root), str(tmp_path / "i"), "Flatt")
+        export_index(
+            str(tiny_checkpoint),
+            str(synthetic_root),
+            str(tmp_path / "i"),
+            ExportOptions(store=parse_store_options(factory="Flatt")),
+        )
     assert not (tmp_path / "i").exists()
 
 
@@ -639,7 +650,7 @@ def test_calibration_without_a_positive_writes_strict_json(tiny_checkpoint, tmp_
     """export_index --calibrate on a split where no query has a match → manifest.json is strict JSON (null, never NaN)."""
     data = _dataset_without_positives(tmp_path / "data")
     out = tmp_path / "idx"
-    export_index(str(tiny_checkpoint), str(data), str(out), calibrate=str(data))
+    export_index(str(tiny_checkpoint), str(data), str(out), ExportOptions(calibrate=str(data)))
 
     def refuse(token):
         raise AssertionError(f"{token} in manifest.json")
@@ -707,17 +718,24 @@ def test_an_explicit_junk_named_query_is_searched(tiny_checkpoint, synthetic_roo
 def test_search_operating_points(tiny_checkpoint, synthetic_root, tmp_path):
     """search --far F (calibrated), --threshold T, --no-threshold; an uncalibrated --far → one error line listing the stored rates."""
     out = tmp_path / "idx"
-    export_index(str(tiny_checkpoint), str(synthetic_root), str(out), calibrate=str(synthetic_root))
+    export_index(
+        str(tiny_checkpoint),
+        str(synthetic_root),
+        str(out),
+        ExportOptions(calibrate=str(synthetic_root)),
+    )
     points = GalleryIndex.load(out).manifest["calibration"]["operating_points"]
     assert [p["far"] for p in points] == [0.1, 0.01, 0.001, 0.0001]
     query = [str(next((synthetic_root / "query").glob("*.jpg")))]
     for p in points:
-        found = search(str(out), query, str(tiny_checkpoint), topk=3, far=p["far"])
+        found = search(
+            str(out), query, str(tiny_checkpoint), topk=3, no_match=NoMatch(far=p["far"])
+        )
         assert found["threshold"]["threshold"] == p["threshold"]
         assert (found["table"]["match"] == (found["table"]["score"] > p["threshold"])).all()
-    found = search(str(out), query, str(tiny_checkpoint), topk=3, threshold=-1.0)
+    found = search(str(out), query, str(tiny_checkpoint), topk=3, no_match=NoMatch(threshold=-1.0))
     assert found["table"]["match"].all() and not found["no_match"]
-    found = search(str(out), query, str(tiny_checkpoint), topk=3, no_threshold=True)
+    found = search(str(out), query, str(tiny_checkpoint), topk=3, no_match=NoMatch(none=True))
     assert "match" not in found["table"] and "threshold" not in found
     result = run_tool(
         "search", "--index", out, "--checkpoint", tiny_checkpoint, "--far", 0.05, query[0]

@@ -272,7 +272,7 @@ def test_every_mutated_checkpoint_is_refused_or_read(tmp_path, tiny_checkpoint):
     stored config's other keys go through the config schema, whose every key and range the
     generated tests of test_arguments.py walk.)"""
     from reid.engine.checkpoint import load_checkpoint
-    from reid.models.checkpoint import load_model
+    from reid.loading import load_model
 
     folder = tmp_path / "ck" / "run"
     folder.mkdir(parents=True)
@@ -319,7 +319,8 @@ def test_a_checkpoint_carrying_a_pickled_callable_is_refused_without_running_it(
     the file in one line naming it, and the callable never runs."""
     from reid.engine.checkpoint import load_checkpoint
     from reid.index.sources import Embedder
-    from reid.models.checkpoint import load_model, read_checkpoint
+    from reid.loading import load_model
+    from reid.models.checkpoint import read_checkpoint
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
@@ -518,7 +519,7 @@ def test_a_config_with_an_unresolvable_interpolation_is_one_line(tmp_path):
 def test_a_checkpoint_config_with_an_unknown_or_unresolvable_key_is_one_line(
     tmp_path, tiny_checkpoint
 ):
-    from reid.models.checkpoint import load_model
+    from reid.loading import load_model
 
     valid = torch.load(tiny_checkpoint, weights_only=True)
     for label, config in (

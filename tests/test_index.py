@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from reid.data import arrays
+from reid.evaluation.feature_set import FeatureSet
 from reid.index import GalleryIndex, IndexFormatError
 from reid.index.gallery import index_file
+from reid.index.stores import parse_store_options
 from tests.conftest import REPO
 from tests.numeric import assert_topk_tie_aware
 
@@ -85,7 +87,14 @@ def test_append_equals_exporting_everything_at_once(tmp_path):
 @pytest.mark.parametrize("factory", ["IVF8,Flat", "IVF8,PQ8", "HNSW16"])
 def test_approximate_indexes_and_recall(tmp_path, factory):
     features, paths, pids, camids = gallery(n=2000)
-    index = GalleryIndex.build(features, paths, pids, camids, factory=factory, keep_features=True)
+    index = GalleryIndex.build(
+        features,
+        paths,
+        pids,
+        camids,
+        options=parse_store_options(factory=factory),
+        keep_features=True,
+    )
     index.save(tmp_path / "idx")
     loaded = GalleryIndex.load(tmp_path / "idx")
     recall = loaded.recall_at(features[:50] + 0.01, ks=(1, 10))
@@ -93,7 +102,7 @@ def test_approximate_indexes_and_recall(tmp_path, factory):
     flat = GalleryIndex.build(features, paths, pids, camids, keep_features=True)
     assert flat.recall_at(features[:50], ks=(1, 10)) == {"recall@1": 1.0, "recall@10": 1.0}
     with pytest.raises(IndexFormatError, match="not a FAISS factory string"):
-        GalleryIndex.build(features, paths, factory="Nonsense42")
+        GalleryIndex.build(features, paths, options=parse_store_options(factory="Nonsense42"))
 
 
 def test_corrupt_missing_and_mismatched_files(tmp_path):
@@ -153,7 +162,7 @@ def test_exports_match_pytorch_and_rank_the_same(tiny_checkpoint, synthetic_root
     from reid.data import load_dataset
     from reid.evaluation import evaluate_rank
     from reid.index.sources import Embedder
-    from reid.models.checkpoint import load_model
+    from reid.loading import load_model
     from reid.models.export import export_model
 
     model, cfg = load_model(tiny_checkpoint)
@@ -177,7 +186,7 @@ def test_exports_match_pytorch_and_rank_the_same(tiny_checkpoint, synthetic_root
     assert (ranks[0] == ranks[1]).mean() > 0.99  # same top-10 (ties within 1e-4 aside)
     labels = [arrays(dataset.query), arrays(dataset.gallery)]
     maps = [
-        evaluate_rank(q, g, labels[0][0], labels[1][0], labels[0][1], labels[1][1]).mAP
+        evaluate_rank(FeatureSet(q, *labels[0]), FeatureSet(g, *labels[1])).mAP
         for q, g in scores.values()
     ]
     assert abs(maps[0] - maps[1]) < 1e-4
@@ -185,7 +194,7 @@ def test_exports_match_pytorch_and_rank_the_same(tiny_checkpoint, synthetic_root
 
 
 def test_unknown_export_suffix_is_refused(tiny_checkpoint, tmp_path):
-    from reid.models.checkpoint import load_model
+    from reid.loading import load_model
     from reid.models.export import export_model
 
     model, _ = load_model(tiny_checkpoint)

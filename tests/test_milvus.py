@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 
 from reid.index import GalleryIndex, IndexFormatError
-from reid.index.store import StoreError, StoreOptions, parse_store_options
+from reid.index.faiss_store import FaissOptions
+from reid.index.milvus_store import MilvusOptions
+from reid.index.store import StoreError
+from reid.index.stores import parse_store_options
 from tests.conftest import REPO
 from tests.numeric import assert_topk_tie_aware, score_tolerance
 from tests.test_faults import one_error_line, run_tool
@@ -36,8 +39,7 @@ def gallery(n=400, dim=32, seed=0):
 
 
 def options(uri, name, index_type="FLAT", params=None):
-    return StoreOptions(backend="milvus", uri=uri, collection=name, index_type=index_type,
-                        params=params or {})  # fmt: skip
+    return MilvusOptions(uri=uri, collection=name, index_type=index_type, params=params or {})
 
 
 def unit(x):
@@ -68,7 +70,7 @@ def assert_same_hits(a, b, queries, features, excluded=None):
 
 
 def test_backend_options_are_checked_before_any_work():
-    assert parse_store_options() == StoreOptions()
+    assert parse_store_options() == FaissOptions()
     cases = {
         "--uri, --collection: does not apply to --backend faiss": dict(uri="http://h:1", collection="c"),
         "--index: does not apply to --backend milvus": dict(backend="milvus", factory="Flat", uri="http://h:1", collection="c"),
@@ -77,7 +79,7 @@ def test_backend_options_are_checked_before_any_work():
         "--collection '9bad-name'": dict(backend="milvus", uri="http://h:1", collection="9bad-name"),
         "--milvus-index 'IVF_PQ'": dict(backend="milvus", uri="http://h:1", collection="c", index_type="ivf_pq"),
         "nlist: not a parameter of HNSW": dict(backend="milvus", uri="http://h:1", collection="c", index_type="HNSW", params="nlist=8"),
-        "nlist=0: must be in": dict(backend="milvus", uri="http://h:1", collection="c", index_type="IVF_FLAT", params="nlist=0"),
+        "nlist=0: must be an integer in": dict(backend="milvus", uri="http://h:1", collection="c", index_type="IVF_FLAT", params="nlist=0"),
         "--backend 'annoy'": dict(backend="annoy"),
     }  # fmt: skip
     for message, given in cases.items():

@@ -12,14 +12,18 @@ from reid.data import load_dataset
 from reid.errors import ReidError
 from reid.index import GalleryIndex
 from reid.index.gallery import IndexFormatError, index_file
-from reid.workflows.index import export_index, remove_from_index, search
+from reid.index.stores import parse_store_options
+from reid.workflows.index import ExportOptions, export_index, remove_from_index, search
 
 
 @pytest.fixture(scope="module")
 def calibrated(tiny_checkpoint, synthetic_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("calibrated") / "idx"
     info = export_index(
-        str(tiny_checkpoint), str(synthetic_root), str(out), calibrate=str(synthetic_root), far=0.05
+        str(tiny_checkpoint),
+        str(synthetic_root),
+        str(out),
+        ExportOptions(calibrate=str(synthetic_root), far=0.05),
     )
     return out, info
 
@@ -66,7 +70,10 @@ def test_calibrating_on_a_feature_file_is_refused_before_any_work(
 ):
     with pytest.raises(ReidError, match="does not record which model made it"):
         export_index(
-            str(tiny_checkpoint), str(synthetic_root), str(tmp_path / "i"), calibrate="f.npz"
+            str(tiny_checkpoint),
+            str(synthetic_root),
+            str(tmp_path / "i"),
+            ExportOptions(calibrate="f.npz"),
         )
     assert not (tmp_path / "i").exists()
 
@@ -78,7 +85,12 @@ def test_removed_vectors_are_never_returned_again(
     tiny_checkpoint, synthetic_root, tmp_path, factory, keep
 ):
     out = tmp_path / "idx"
-    export_index(str(tiny_checkpoint), str(synthetic_root), str(out), factory, keep_features=keep)
+    export_index(
+        str(tiny_checkpoint),
+        str(synthetic_root),
+        str(out),
+        ExportOptions(store=parse_store_options(factory=factory), keep_features=keep),
+    )
     before = GalleryIndex.load(out)
     pids = before.metadata["pid"].to_numpy()
     victim = int(pids[pids > 0][0])
@@ -110,7 +122,12 @@ def test_removed_vectors_are_never_returned_again(
 
 def test_pq_index_without_exact_vectors_refuses_removal(tiny_checkpoint, synthetic_root, tmp_path):
     out = tmp_path / "idx"
-    export_index(str(tiny_checkpoint), str(synthetic_root), str(out), "IVF4,PQ4x4")
+    export_index(
+        str(tiny_checkpoint),
+        str(synthetic_root),
+        str(out),
+        ExportOptions(store=parse_store_options(factory="IVF4,PQ4x4")),
+    )
     before = index_file(out, "index").read_bytes()
     with pytest.raises(IndexFormatError, match="compressed vectors only"):
         remove_from_index(str(out), [int(GalleryIndex.load(out).metadata["pid"].max())])

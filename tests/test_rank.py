@@ -11,6 +11,7 @@ import torch
 from reid.evaluation import _counting as counting
 from reid.evaluation import evaluate_distmat, evaluate_rank
 from reid.evaluation import rank as rank_module
+from reid.evaluation.feature_set import FeatureSet
 
 
 def naive_reference(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50, ap="torchreid"):
@@ -158,7 +159,9 @@ def test_features_and_distmat_paths_agree():
             dist = (1 - q @ g.T).numpy()
         else:
             dist = ((q * q).sum(1, keepdim=True) + (g * g).sum(1)).addmm(q, g.T, alpha=-2).numpy()
-        by_features = evaluate_rank(qf, gf, qp, gp, qc, gc, metric=metric, chunk_size=9)
+        by_features = evaluate_rank(
+            FeatureSet(qf, qp, qc), FeatureSet(gf, gp, gc), metric=metric, chunk_size=9
+        )
         by_matrix = evaluate_distmat(dist, qp, gp, qc, gc)
         naive = naive_reference(dist, qp, gp, qc, gc)
         np.testing.assert_allclose(by_features.cmc, by_matrix.cmc)
@@ -207,7 +210,9 @@ def test_parity_with_torchreid_evaluate_rank():
     gf = (centers[g_pids] + 1.2 * rng.normal(size=(num_gallery, 64))).astype(np.float32)
     qf = (centers[q_pids] + 1.2 * rng.normal(size=(num_query, 64))).astype(np.float32)
     for metric in ("euclidean", "cosine"):
-        ours = evaluate_rank(qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric)
+        ours = evaluate_rank(
+            FeatureSet(qf, q_pids, q_cams), FeatureSet(gf, g_pids, g_cams), metric=metric
+        )
         q, g = torch.from_numpy(qf), torch.from_numpy(gf)
         from torchreid.reid.metrics import compute_distance_matrix
 
@@ -300,12 +305,8 @@ def test_bad_input(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         evaluate_rank(
-            args["qf"],
-            args["gf"],
-            args["qp"],
-            args["gp"],
-            args["qc"],
-            args["gc"],
+            FeatureSet(args["qf"], args["qp"], args["qc"]),
+            FeatureSet(args["gf"], args["gp"], args["gc"]),
             metric=args["metric"],
         )
 

@@ -462,3 +462,39 @@ def test_kill_9_during_an_enrol_leaves_the_old_or_the_new_index(
         assert gallery(server.url, token=TOKEN)["count"] == after.count
     finally:
         server.stop()
+
+
+def test_metrics_openapi_answers_and_per_app_upload_limits(
+    index_dir, tiny_checkpoint, synthetic_root
+):
+    """``/metrics`` is the Prometheus text format of the app's own counters; OpenAPI shows
+    each answer's schema; two apps in one process keep their own upload limits and change
+    nothing process-wide (the multipart parser's class setting is untouched)."""
+    from starlette.formparsers import MultiPartParser
+
+    from reid.service.uploads import UploadLimits
+
+    spool = MultiPartParser.spool_max_size
+    small = make_client(index_dir, tiny_checkpoint, limits=UploadLimits(max_request_bytes=2_000))
+    large = make_client(index_dir, tiny_checkpoint)
+    assert MultiPartParser.spool_max_size == spool
+    files = upload(queries(synthetic_root, 1))
+    assert small.post("/search", files=files, headers=AUTH).status_code == 413
+    assert large.post("/search", files=files, headers=AUTH).status_code == 200
+    text = large.get("/metrics", headers=AUTH).text
+    assert 'reid_requests_total{route="/search",status="2xx"} 1.0' in text
+    assert "reid_request_seconds_bucket" in text and "reid_embedded_images_total 1.0" in text
+    assert 'route="/search",status="2xx"' not in small.get("/metrics", headers=AUTH).text
+    assert large.get("/metrics").status_code == 401  # reads need the token when one is set
+    schema = large.get("/openapi.json").json()
+    answers = {
+        path: op["responses"]["200"]["content"]["application/json"]["schema"].get("$ref", "")
+        for path, item in schema["paths"].items()
+        for op in item.values()
+        if "application/json" in op["responses"].get("200", {}).get("content", {})
+    }
+    for path, model in {"/search": "SearchAnswer", "/gallery": "GalleryInfo",
+                        "/health": "Health", "/gallery/enrol": "Enrolled",
+                        "/gallery/remove": "Removed"}.items():  # fmt: skip
+        assert answers[path].endswith(model), (path, answers[path])
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from reid.evaluation.feature_set import FeatureSet
 from reid.evaluation.rank import feature_score_blocks
 from reid.evaluation.verification import open_set_threshold, verification_metrics
 from tests.numeric import assert_within_ulps, score_tolerance
@@ -29,6 +30,12 @@ def case(seed=0, q=40, g=120, ids=15, dim=8, ties=False):
     return qf.astype(np.float32), gf.astype(np.float32), q_pids, g_pids, q_cams, g_cams
 
 
+def sets(qf, gf, qp, gp, qc, gc):
+    return FeatureSet(qf, np.asarray(qp), np.asarray(qc)), FeatureSet(
+        gf, np.asarray(gp), np.asarray(gc)
+    )
+
+
 def naive_pairs(qf, gf, qp, gp, qc, gc):
     # the same float32 scores as the evaluator (the reference checks counting, not the GEMM)
     scores = feature_score_blocks(qf, gf, "cosine", torch.device("cpu"))[0](0, len(qf)).numpy()
@@ -48,7 +55,7 @@ def test_tpr_at_fpr_equals_sklearn_roc(ties):
 
     data = case(ties=ties)
     fprs = (0.2, 0.05, 0.01, 0.001)
-    result = verification_metrics(*data, fprs=fprs, chunk_size=7)
+    result = verification_metrics(*sets(*data), fprs=fprs, chunk_size=7)
     labels, values, _ = naive_pairs(*data)
     assert result.num_positive_pairs == labels.sum()
     assert result.num_negative_pairs == (1 - labels).sum()
@@ -66,7 +73,7 @@ def test_dir_at_far_equals_a_plain_loop(ties):
     not within that tolerance of a tie (on AVX2, 7 of 40 impostor scores differ by 1 ulp)."""
     qf, gf, qp, gp, qc, gc = data = case(seed=1, ties=ties)
     fars = (0.5, 0.2, 0.05)
-    result = verification_metrics(*data, fars=fars, chunk_size=5)
+    result = verification_metrics(*sets(*data), fars=fars, chunk_size=5)
     _, _, scores = naive_pairs(*data)
     tol = score_tolerance(scores)
     impostor, mated, correct, clear = [], [], [], []
@@ -110,7 +117,7 @@ def test_calibrated_threshold_gives_the_requested_far_within_sampling_error():
 def test_degenerate_inputs():
     qf, gf, qp, gp, qc, gc = case(q=3, g=6, ids=2)
     gp[:] = 0  # only distractors: no positive pair anywhere
-    result = verification_metrics(qf, gf, qp, gp, qc, gc)
+    result = verification_metrics(*sets(qf, gf, qp, gp, qc, gc))
     assert result.num_positive_pairs == 0 and math.isnan(result.tpr_at_fpr[0.01])
     assert np.isnan(result.dir_at_far[0.01])
     assert open_set_threshold(np.array([]), 0.1) == -math.inf

@@ -2,9 +2,10 @@
 
 import argparse
 
-from reid.arguments import BATCH, WORKERS, Int, add_device
+from reid.arguments import Int, add_device
+from reid.config import add_setting_flag
 from reid.logging_utils import tool_main
-from reid.workflows.evaluate import run_evaluation
+from reid.workflows.evaluate import Drawing, Extraction, Scoring, run_evaluation
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -23,8 +24,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data", help="dataset root or CSV manifest (default: the checkpoint's)")
     parser.add_argument("--out", default="runs/eval")
-    parser.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"])
-    parser.add_argument("--ap", default="torchreid", choices=["torchreid", "market-official"])
+    add_setting_flag(parser, "--metric", "eval.metric")
+    add_setting_flag(parser, "--ap", "eval.ap")
     parser.add_argument(
         "--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)"
     )
@@ -37,8 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--flip", action="store_true", help="average features of image and mirror")
     add_device(parser)
-    parser.add_argument("--batch-size", type=BATCH, default=128)
-    parser.add_argument("--workers", type=WORKERS, default=2)
+    add_setting_flag(parser, "--batch-size", "eval.batch_size")
+    add_setting_flag(parser, "--workers", "data.workers")
     parser.add_argument(
         "--ranked", type=Int(0, 1000), default=8, help="queries drawn in ranked_lists.png (0: none)"
     )
@@ -54,17 +55,9 @@ def main(args: argparse.Namespace) -> None:
         data=args.data,
         features=args.features,
         out=args.out,
-        metric=args.metric,
-        ap=args.ap,
-        rerank=args.rerank,
-        query_expansion=args.aqe,
-        flip=args.flip,
-        device=args.device,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        ranked=args.ranked,
-        topk=args.topk,
-        worst_first=args.worst_first,
+        scoring=Scoring(args.metric, args.ap, args.rerank, args.aqe),
+        extraction=Extraction(args.flip, args.device, args.batch_size, args.workers),
+        drawing=Drawing(args.ranked, args.topk, args.worst_first),
         save_feature_file=args.save_features,
     )
     result, timings = run["result"], run["result"].timings

@@ -1,13 +1,17 @@
-"""Export a searchable gallery index (FAISS + metadata + manifest) from a model and a gallery."""
+"""Export a searchable gallery index (a vector store + metadata + manifest) from a model and a gallery."""
 
 import argparse
 
 from reid.arguments import BATCH, PID, RATE, add_device
 from reid.errors import ReidError
-from reid.index.milvus_store import TOKEN_ENV
-from reid.index.store import BACKENDS, MILVUS_INDEX_TYPES, parse_store_options
+from reid.index.stores import (
+    add_store_arguments,
+    given_store_flags,
+    parse_store_options,
+    store_arguments,
+)
 from reid.logging_utils import tool_main
-from reid.workflows.index import export_index, remove_from_index
+from reid.workflows.index import ExportOptions, export_index, remove_from_index
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -25,31 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         required=True,
         help="index directory: new, empty, or an index to replace (any other folder is refused)",
     )
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=None,
-        help="vector store: faiss (a file in --out; default) or milvus (a collection on a "
-        "Milvus server or cluster; --out holds the manifest that points to it)",
-    )
-    parser.add_argument(
-        "--index",
-        default=None,
-        help="FAISS factory string: Flat (default), IVF1024,Flat, IVF1024,PQ64, HNSW32",
-    )
-    milvus = parser.add_argument_group(
-        "milvus", f"credentials come from the environment ({TOKEN_ENV}), never the command line"
-    )
-    milvus.add_argument("--uri", help="Milvus server, e.g. http://127.0.0.1:19530")
-    milvus.add_argument("--collection", help="collection name (an alias the export manages)")
-    milvus.add_argument(
-        "--milvus-index", metavar="TYPE", help=f"{', '.join(MILVUS_INDEX_TYPES)} (default FLAT)"
-    )
-    milvus.add_argument(
-        "--milvus-params",
-        metavar="K=V,…",
-        help="build parameters: nlist=1024 (IVF_FLAT), M=16,efConstruction=200 (HNSW)",
-    )
+    add_store_arguments(parser)
     parser.add_argument(
         "--append",
         action="store_true",
@@ -84,13 +64,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-STORE_FLAGS = ("backend", "index", "uri", "collection", "milvus_index", "milvus_params")
-
-
 def main(args: argparse.Namespace) -> None:
-    given = [
-        f"--{name.replace('_', '-')}" for name in STORE_FLAGS if getattr(args, name) is not None
-    ]
+    given = given_store_flags(args)
     if (args.append or args.remove_pids or args.remove_paths) and given:
         raise ReidError(f"{', '.join(given)}: an existing index keeps its own backend and options")
     if args.remove_pids or args.remove_paths:
@@ -108,23 +83,12 @@ def main(args: argparse.Namespace) -> None:
         return
     if not args.checkpoint or not args.gallery:
         raise ReidError("--checkpoint and --gallery are needed to export an index")
-    store = parse_store_options(
-        args.backend, args.index, args.uri, args.collection, args.milvus_index, args.milvus_params
-    )
-    info = export_index(
-        args.checkpoint,
-        args.gallery,
-        args.out,
-        store.factory,
-        args.append,
-        args.keep_features,
-        args.device,
-        args.batch_size,
-        args.report_recall,
-        args.calibrate,
-        args.far,
-        store,
-    )
+    store = None
+    if not args.append:
+        store = parse_store_options(args.store_backend, **store_arguments(args))
+    options = ExportOptions(store, args.keep_features, args.report_recall, args.calibrate, args.far)
+    info = export_index(args.checkpoint, args.gallery, args.out, options, args.append,
+                        args.device, args.batch_size)  # fmt: skip
     print(
         f"index: {args.out} ({info['count']} vectors, {info['added']} added, {info['manifest']['factory']}, "
         f"{info['manifest']['dim']}-d; gallery paths stored absolute)"

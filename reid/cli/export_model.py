@@ -4,8 +4,8 @@ inputs (max abs difference < 1e-4; onnxruntime for ONNX) with a dynamic batch ax
 
 import argparse
 
+from reid.loading import load_model
 from reid.logging_utils import tool_main
-from reid.models.checkpoint import load_model
 from reid.models.export import check_export_targets, export_model
 from reid.outputs import sha256
 

@@ -3,8 +3,9 @@
 import argparse
 
 from reid.arguments import RATE, SCORE, TOPK, Int, add_device
+from reid.index.store import SearchOptions
 from reid.logging_utils import tool_main
-from reid.workflows.index import search
+from reid.workflows.index import NoMatch, search
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -62,11 +63,8 @@ def main(args: argparse.Namespace) -> None:
         args.out,
         args.device,
         args.report_recall,
-        args.nprobe,
-        args.far,
-        args.threshold,
-        args.no_threshold,
-        args.ef,
+        SearchOptions(args.nprobe, args.ef),
+        NoMatch(args.far, args.threshold, args.no_threshold),
     )
     print(result["table"].to_string(index=False, formatters={"score": "{:.4f}".format}))
     if "threshold" in result:

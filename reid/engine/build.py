@@ -4,7 +4,6 @@ evaluation take the plain settings built here (``build_training``), not the conf
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from ..models.checkpoint import (
     prefixed,
     read_checkpoint,
 )
+from ..optim import amp_dtype, lr_schedule, make_optimizer
 from .centers import CenterLifecycle, FeaturePass
 from .checkpoint import seed_everything, set_rng_state
 from .distributed import init_distributed, local_device
@@ -248,55 +248,14 @@ def build_optimizer(cfg: DictConfig, module: nn.Module) -> torch.optim.Optimizer
         {"params": decay, "weight_decay": o.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    if o.name not in OPTIMIZERS:
-        raise KeyError(f"unknown optimizer {o.name!r}; valid: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[o.name](groups, o)
-
-
-#: optimizer name → (parameter groups, optim settings) → optimizer; the config's valid choices
-OPTIMIZERS = {
-    "adam": lambda groups, o: torch.optim.Adam(groups, lr=o.lr),
-    "adamw": lambda groups, o: torch.optim.AdamW(groups, lr=o.lr),
-    "sgd": lambda groups, o: torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=True),
-}
-SCHEDULERS = ("multistep", "cosine")
+    return make_optimizer(o.name, groups, o.lr, o.momentum)
 
 
 def build_scheduler(cfg: DictConfig, optimizer, iters_per_epoch: int):
     """Per-iteration LR factor: linear warm-up, then multistep or cosine (epochs in the config)."""
-    o, total = cfg.optim, cfg.train.epochs * iters_per_epoch
-    warmup = o.warmup_epochs * iters_per_epoch
-    if o.scheduler not in SCHEDULERS:
-        raise KeyError(f"unknown scheduler {o.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
-
-    def factor(it: int) -> float:
-        if it < warmup:
-            return o.warmup_factor + (1 - o.warmup_factor) * it / max(1, warmup)
-        if o.scheduler == "cosine":
-            progress = (it - warmup) / max(1, total - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        epoch = it // iters_per_epoch
-        return o.gamma ** sum(epoch >= m for m in o.milestones)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-#: train.amp choices → autocast dtype (auto: fp16 on CUDA, off elsewhere)
-AMP_MODES = ("auto", "off", "fp16", "bf16")
-
-
-def amp_dtype(mode: str, device: torch.device):
-    if mode == "auto":
-        mode = "fp16" if device.type == "cuda" else "off"
-    if mode == "off":
-        return None
-    if mode == "bf16":
-        return torch.bfloat16
-    if mode == "fp16":
-        if device.type != "cuda":
-            raise ReidError("train.amp=fp16 needs CUDA; use bf16 or off on CPU")
-        return torch.float16
-    raise KeyError(f"unknown train.amp {mode!r}; valid: {', '.join(AMP_MODES)}")
+    o = cfg.optim
+    return lr_schedule(optimizer, o.scheduler, iters_per_epoch, cfg.train.epochs,
+                       o.warmup_epochs, o.warmup_factor, o.gamma, o.milestones)  # fmt: skip
 
 
 @dataclass

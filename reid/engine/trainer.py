@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from ..evaluation.rank import RankResult
 from ..models import FeatureExtractor
 from ..models.checkpoint import plain
 from ..outputs import OutputFolder, lock_folder
-from .build import EvalSettings, Losses, Training, build_training
+from .build import EvalSettings, LoopSettings, Losses, Training, build_training
 from .centers import TERCILES, CenterLifecycle
 from .checkpoint import load_checkpoint, rng_state
 from .distributed import cleanup
@@ -67,26 +68,41 @@ def _unwrap(module):
     return module.module if hasattr(module, "module") else module
 
 
+@dataclass
+class Optimization:
+    """What one optimisation step uses: the optimizer, its per-step LR schedule, the gradient
+    scaler and the autocast dtype (None: fp32)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    amp_dtype: object = None
+
+
+#: the loop settings of a bare pass (no clipping, every batch): ``train_one_epoch``'s default
+ONE_PASS = LoopSettings(epochs=1)
+
+
 def train_one_epoch(
     module,
     losses: Losses,
     loader,
-    optimizer,
-    scheduler,
-    scaler,
+    optimization: Optimization,
     device,
     *,
-    amp_dtype=None,
-    grad_clip: float = 0.0,
-    channels_last: bool = False,
-    max_iters: int = 0,
+    loop: LoopSettings = ONE_PASS,
     epoch: int = 0,
     progress: bool = True,
     centers: CenterLifecycle | None = None,
-    log_every: int = 0,
 ) -> dict:
-    """One pass over ``loader`` (at most ``max_iters`` steps); returns mean loss terms, accuracy,
-    lr and images/s (``MetricLogger``), and with ``centers`` the epoch's weight-feature angles."""
+    """One pass over ``loader`` (at most ``loop.max_iters`` steps); returns mean loss terms,
+    accuracy, lr and images/s (``MetricLogger``), and with ``centers`` the epoch's
+    weight-feature angles."""
+    optimizer, scheduler, scaler, amp_dtype = (
+        optimization.optimizer, optimization.scheduler, optimization.scaler, optimization.amp_dtype
+    )  # fmt: skip
+    grad_clip, channels_last, max_iters = loop.grad_clip, loop.channels_last, loop.max_iters
+    log_every = loop.log_every
     module.train()
     core = _unwrap(module)
     total = min(len(loader), max_iters) if max_iters else len(loader)
@@ -129,21 +145,10 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def evaluate(
-    model,
-    query,
-    gallery,
-    *,
-    image_size,
-    device,
-    metric="cosine",
-    ap="torchreid",
-    flip=False,
-    batch_size=128,
-    workers=2,
-    rerank=False,
-) -> RankResult:
+def evaluate(model, query, gallery, settings: EvalSettings, device) -> RankResult:
     """Extract query/gallery features with ``model`` and compute CMC/mAP/mINP (FAISS evaluator)."""
+    image_size, metric, ap, flip = settings.image_size, settings.metric, settings.ap, settings.flip
+    batch_size, workers, rerank = settings.batch_size, settings.workers, settings.rerank
     start = time.perf_counter()
     extractor = FeatureExtractor(model, image_size, str(device), batch_size, workers, flip)
     query_features, gallery_features = (
@@ -195,17 +200,7 @@ def _state(run: Training, epoch: int) -> dict:
 def _evaluate_now(run: Training) -> dict:
     e: EvalSettings = run.evaluation
     result = evaluate(
-        run.core.model,
-        run.dataset.query,
-        run.dataset.gallery,
-        image_size=e.image_size,
-        device=run.device,
-        metric=e.metric,
-        ap=e.ap,
-        flip=e.flip,
-        batch_size=e.batch_size,
-        workers=e.workers,
-        rerank=e.rerank,
+        run.core.model, run.dataset.query, run.dataset.gallery, e, run.device
     ).as_dict()
     log.info(
         "R1 %.2f%% mAP %.2f%% mINP %.2f%%",
@@ -342,18 +337,12 @@ def _train_epoch(run: Training, epoch: int, progress: bool) -> dict:
             run.module,
             run.losses,
             run.loader,
-            run.optimizer,
-            run.scheduler,
-            run.scaler,
+            Optimization(run.optimizer, run.scheduler, run.scaler, run.amp_dtype),
             run.device,
-            amp_dtype=run.amp_dtype,
-            grad_clip=loop.grad_clip,
-            channels_last=loop.channels_last,
-            max_iters=loop.max_iters,
+            loop=loop,
             epoch=epoch,
             progress=progress,
             centers=run.centers,
-            log_every=loop.log_every,
         )
     except NonFiniteLossError as exc:
         raise NonFiniteLossError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,7 +19,14 @@ class FeatureSet:
         return len(self.pids)
 
 
-def labels(query: FeatureSet, gallery: FeatureSet) -> tuple:
-    """``(query_pids, gallery_pids, query_camids, gallery_camids)``: the label arguments of the
-    array-level evaluators (``evaluate_rank``, ``verification_metrics``, ``evaluate_blocks``)."""
-    return query.pids, gallery.pids, query.camids, gallery.camids
+class Labels(NamedTuple):
+    """The labels of an evaluation without its features (``evaluate_blocks``)."""
+
+    query_pids: np.ndarray
+    gallery_pids: np.ndarray
+    query_camids: np.ndarray
+    gallery_camids: np.ndarray
+
+
+def labels(query: FeatureSet, gallery: FeatureSet) -> Labels:
+    return Labels(query.pids, gallery.pids, query.camids, gallery.camids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -14,16 +15,22 @@ from .rank import RankResult, evaluate_blocks, evaluate_rank, resolve_device
 from .rerank import KReciprocalReranker
 
 
+@dataclass(frozen=True)
+class Rerank:
+    """k-reciprocal re-ranking's parameters (``rerank=True``: these defaults, the paper's)."""
+
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+
+
 def evaluate_features(
     query: FeatureSet,
     gallery: FeatureSet,
     *,
     metric: str = "cosine",
     ap: str = "torchreid",
-    rerank: bool = False,
-    k1: int = 20,
-    k2: int = 6,
-    lambda_value: float = 0.3,
+    rerank: bool | Rerank = False,
     query_expansion: int = 0,
     device=None,
     chunk_size: int | None = None,
@@ -33,22 +40,22 @@ def evaluate_features(
     if query_expansion:
         query_features = average_query_expansion(query_features, gallery.features, query_expansion)
     if rerank:
+        r = rerank if isinstance(rerank, Rerank) else Rerank()
         reranker = KReciprocalReranker(
-            query_features, gallery.features, metric, k1, k2, lambda_value
+            query_features, gallery.features, metric, r.k1, r.k2, r.lambda_value
         )
         result = evaluate_blocks(
             reranker,
             len(query),
             len(gallery),
-            *labels(query, gallery),
+            labels(query, gallery),
             ap=ap,
             chunk_size=chunk_size or 256,
         )
     else:
         result = evaluate_rank(
-            query_features,
-            gallery.features,
-            *labels(query, gallery),
+            FeatureSet(query_features, query.pids, query.camids),
+            gallery,
             metric=metric,
             ap=ap,
             device=resolve_device(device),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -124,6 +125,48 @@ def query_caption(path: str, pid: int, camid: int, ap: float | None = None) -> l
     name = Path(path).name
     lines = [name if len(name) <= 20 else name[:9] + "…" + name[-9:], f"id {pid} c{camid + 1}"]
     return lines + ([f"AP {ap:.1%}"] if ap is not None else [])
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked hit as drawn: its image, score and labels, whether it matches the query's
+    identity (None: unknown), and an optional extra caption line."""
+
+    path: str
+    score: float
+    pid: int
+    camid: int
+    match: bool | None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class RankedList:
+    query_path: str
+    pid: int
+    camid: int
+    hits: list[Hit]
+    ap: float | None = None
+
+
+def draw_ranked_lists(lists: list[RankedList], size, path: str) -> None:
+    """The one ranked-list renderer (evaluation and search): a row per query, the query then
+    its hits with their borders and captions, saved as one image."""
+    rows = [
+        ranked_list_image(
+            ranked.query_path,
+            [h.path for h in ranked.hits],
+            [h.match for h in ranked.hits],
+            size,
+            query_label=query_caption(ranked.query_path, ranked.pid, ranked.camid, ranked.ap),
+            hit_labels=[
+                hit_caption(rank, h.score, h.pid, h.camid) + ([h.note] if h.note else [])
+                for rank, h in enumerate(ranked.hits, 1)
+            ],
+        )
+        for ranked in lists
+    ]
+    save_ranked_lists(rows, path)
 
 
 def save_ranked_lists(rows: list[Image.Image], path: str) -> None:

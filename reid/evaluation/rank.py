@@ -34,6 +34,7 @@ import torch
 
 from ..errors import ReidError
 from ._counting import Protocol, ap_from_ranks, positive_ranks, positive_ranks_np
+from .feature_set import FeatureSet, Labels, labels
 
 log = logging.getLogger(__name__)
 
@@ -368,12 +369,8 @@ def feature_score_blocks(
 
 @torch.no_grad()
 def evaluate_rank(
-    query_features,
-    gallery_features,
-    query_pids,
-    gallery_pids,
-    query_camids,
-    gallery_camids,
+    query: FeatureSet,
+    gallery: FeatureSet,
     *,
     metric: str = "cosine",
     max_rank: int = 50,
@@ -384,22 +381,21 @@ def evaluate_rank(
     """CMC, mAP and mINP of query features against gallery features, exact over the whole gallery.
 
     Args:
-        query_features: (Q, D) float array or tensor; gallery_features: (G, D).
-        query_pids, gallery_pids, query_camids, gallery_camids: int arrays (Q,) / (G,).
+        query, gallery: ``FeatureSet`` (features (Q, D) / (G, D), float array or tensor; pids
+            and camids, int arrays (Q,) / (G,)).
         metric: ``cosine`` (on L2-normalised features) or ``euclidean`` (squared L2).
         max_rank: CMC length (capped at G). ap: ``torchreid`` or ``market-official``.
         device: ``cpu``, ``cuda`` or None (auto). chunk_size: queries per block (auto: ~384 MiB).
     """
     device = resolve_device(device)
     score_block, num_query, num_gallery = feature_score_blocks(
-        query_features, gallery_features, metric, device
+        query.features, gallery.features, metric, device
     )
-    labels = (query_pids, gallery_pids, query_camids, gallery_camids)
     return _run(
         score_block,
         num_query,
         num_gallery,
-        labels,
+        labels(query, gallery),
         max_rank=max_rank,
         ap=ap,
         chunk_size=chunk_size,
@@ -427,10 +423,7 @@ def evaluate_distmat(
     return evaluate_blocks(
         lambda s, e: distances[s:e],
         *distances.shape,
-        query_pids,
-        gallery_pids,
-        query_camids,
-        gallery_camids,
+        Labels(query_pids, gallery_pids, query_camids, gallery_camids),
         max_rank=max_rank,
         ap=ap,
         device=device,
@@ -442,10 +435,7 @@ def evaluate_blocks(
     blocks: Callable[[int, int], torch.Tensor],
     num_query: int,
     num_gallery: int,
-    query_pids,
-    gallery_pids,
-    query_camids,
-    gallery_camids,
+    labels: Labels,
     *,
     max_rank: int = 50,
     ap: str = "torchreid",
@@ -454,12 +444,11 @@ def evaluate_blocks(
 ) -> RankResult:
     """Metrics from a function returning (end-start, G) *distances* for queries [start, end)."""
     device = resolve_device(device)
-    labels = (query_pids, gallery_pids, query_camids, gallery_camids)
     return _run(
         lambda s, e: blocks(s, e).to(device).neg(),
         num_query,
         num_gallery,
-        labels,
+        tuple(labels),
         max_rank=max_rank,
         ap=ap,
         chunk_size=chunk_size,

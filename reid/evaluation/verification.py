@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .feature_set import FeatureSet, labels
 from .rank import (
     _block_size,
     _check_labels,
@@ -96,12 +97,8 @@ def _merge_top(buffer: np.ndarray, values: np.ndarray, keep: int) -> np.ndarray:
 
 @torch.no_grad()
 def verification_metrics(
-    query_features,
-    gallery_features,
-    query_pids,
-    gallery_pids,
-    query_camids,
-    gallery_camids,
+    query: FeatureSet,
+    gallery: FeatureSet,
     *,
     fprs=FPRS,
     fars=FARS,
@@ -111,11 +108,9 @@ def verification_metrics(
 ) -> VerificationResult:
     device = resolve_device(device)
     score_block, num_query, num_gallery = feature_score_blocks(
-        query_features, gallery_features, metric, device
+        query.features, gallery.features, metric, device
     )
-    protocol = _check_labels(
-        num_query, num_gallery, query_pids, gallery_pids, query_camids, gallery_camids
-    )
+    protocol = _check_labels(num_query, num_gallery, *labels(query, gallery))
     # negatives per query = valid gallery − same-id items: known before scoring
     same = np.array([len(protocol.by_pid.get(int(p), ())) for p in protocol.query_pids])
     num_negative = int((num_gallery - len(protocol.junk) - same).sum())

@@ -36,7 +36,7 @@ def build_head(
 
 def head_options(name: str) -> dict:
     """The options the head ``name`` declares, with their defaults."""
-    return dict(HEADS[name].OPTIONS)
+    return {key: option.default for key, option in HEADS[name].OPTIONS.items()}
 
 
 #: every head option of any head (config keys under ``head.``)

@@ -6,14 +6,24 @@ logit monotonic in θ. Defaults s = 64, m = 0.5 (the paper's).
 
 import torch
 
+from ..arguments import Float
+from ..settings import Setting
 from .base import ClassifierHead, angle_margin_target
 
 
 class ArcFaceHead(ClassifierHead):
-    OPTIONS = {"scale": 64.0, "margin": 0.5}
+    OPTIONS = {
+        "scale": Setting(64.0, "logit scale s", Float(0, 1000, low_open=True)),
+        "margin": Setting(0.5, "additive angular margin m (radians)", Float(0, 10)),
+    }
 
     def __init__(
-        self, in_features, num_classes, scale: float = 64.0, margin: float = 0.5, **kwargs
+        self,
+        in_features,
+        num_classes,
+        scale: float = OPTIONS["scale"].default,
+        margin: float = OPTIONS["margin"].default,
+        **kwargs,
     ):
         super().__init__(in_features, num_classes, **kwargs)
         self.scale, self.margin = scale, margin

@@ -7,8 +7,9 @@ diagnostics) lives in ``centers.py``. The training loop calls one
 hook per step, :meth:`ClassifierHead.on_train_step`, which updates the centers (and lets a head
 advance its own schedule, e.g. A-Softmax's β).
 
-Each head declares its own options and defaults once, in ``OPTIONS``; ``build_head`` rejects an
-option the chosen head does not use.
+Each head declares its own options once, in ``OPTIONS`` (``reid.settings.Setting``: default,
+help, range); the config's ``head:`` section is built from them and rejects an option the
+chosen head does not use, or a value outside that head's range.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ WEIGHT_MODES = ("learned", "centers")
 class ClassifierHead(nn.Module):
     """Subclasses implement ``logits(features, cos, labels, weight)``; ``forward`` returns (B, C)."""
 
-    #: the head's own options and their defaults (``head.<option>`` in the config)
+    #: the head's own options (``head.<option>`` in the config): name → ``Setting`` (default,
+    #: help, range), declared here once; ``__init__`` takes its defaults from them
     OPTIONS: dict = {}
 
     def __init__(

@@ -32,19 +32,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-
-@dataclass
-class CenterSettings:
-    """IR-Softmax center settings: the config's ``centers:`` section (used with
-    ``head.weights=centers``), declared here once."""
-
-    update: str = "authors"  # a rule of UPDATES: authors | ema | grad
-    momentum: float = 0.5  # ema: weight of the old center per update
-    lr: float = 0.5  # grad: the center term's step size
-    lam: float = 1.0  # λ of the center term (grad, pull)
-    pull: float = 0.0  # loss weight of the center term's pull on the features (paper: unstated)
-    init: str = "features"  # features (train-mode BN pass over the train set) | batches
-    refresh: int = 0  # every N epochs re-initialise from a feature pass; 0 = off
+from ..arguments import Float, Int
+from ..settings import setting
 
 
 # Update rules: (centers c, per-class sums of unit features, counts, batch size, settings) of the
@@ -63,6 +52,35 @@ def _grad(c, sums, counts, total, s: CenterSettings):
 
 UPDATES = {"authors": _authors, "ema": _ema, "grad": _grad}
 INITS = ("features", "batches")
+
+
+@dataclass
+class CenterSettings:
+    """IR-Softmax center settings: the config's ``centers:`` section (used with
+    ``head.weights=centers``), declared here once."""
+
+    update: str = setting(
+        "authors", "the center update rule (authors: the authors' code)", choices=tuple(UPDATES)
+    )
+    momentum: float = setting(
+        0.5, "ema: weight of the old center per update", Float(0, 1, high_open=True)
+    )
+    lr: float = setting(0.5, "grad: the center term's step size", Float(0, 10))
+    lam: float = setting(1.0, "λ of the center term (grad, pull)", Float(0, 1e6))
+    pull: float = setting(
+        0.0,
+        "loss weight of the center term's pull on the features (the paper leaves it unstated)",
+        Float(0, 1e6),
+    )
+    init: str = setting(
+        "features",
+        "features: a train-mode BN pass over the training set; "
+        "batches: each class's first batch mean",
+        choices=INITS,
+    )
+    refresh: int = setting(
+        0, "every N epochs re-initialise the centers from a feature pass (0: off)", Int(0, 100000)
+    )
 
 
 def class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int):

@@ -7,14 +7,24 @@ Without labels (accuracy) the plain ``s·cos θ`` ranking is returned.
 
 import torch
 
+from ..arguments import Float
+from ..settings import Setting
 from .base import ClassifierHead
 
 
 class CircleHead(ClassifierHead):
-    OPTIONS = {"scale": 64.0, "margin": 0.35}
+    OPTIONS = {
+        "scale": Setting(64.0, "logit scale γ", Float(0, 1000, low_open=True)),
+        "margin": Setting(0.35, "relaxation margin m", Float(0, 10)),
+    }
 
     def __init__(
-        self, in_features, num_classes, scale: float = 64.0, margin: float = 0.35, **kwargs
+        self,
+        in_features,
+        num_classes,
+        scale: float = OPTIONS["scale"].default,
+        margin: float = OPTIONS["margin"].default,
+        **kwargs,
     ):
         super().__init__(in_features, num_classes, **kwargs)
         self.scale, self.margin = scale, margin

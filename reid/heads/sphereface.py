@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from ..arguments import Float
+from ..settings import Setting
 from .base import ClassifierHead
 
 
@@ -21,18 +23,22 @@ def psi(theta: torch.Tensor, margin: int) -> torch.Tensor:
 
 
 class SphereFaceHead(ClassifierHead):
-    OPTIONS = {"margin": 4, "beta_fixed": None}
+    OPTIONS = {
+        "margin": Setting(4, "angular margin m (an integer)", Float(0, 10)),
+        "beta_fixed": Setting(None, "a fixed β instead of annealing (the IR authors' code: 10)",
+                              Float(0, 1e6)),
+    }  # fmt: skip
 
     def __init__(
         self,
         in_features,
         num_classes,
-        margin: int = 4,
+        margin: int = OPTIONS["margin"].default,
         beta_base: float = 1000.0,
         beta_gamma: float = 0.12,
         beta_power: float = 1.0,
         beta_min: float = 5.0,
-        beta_fixed: float | None = None,
+        beta_fixed: float | None = OPTIONS["beta_fixed"].default,
         **kwargs,
     ):
         super().__init__(in_features, num_classes, **kwargs)

@@ -7,13 +7,24 @@ hyper-parameter; in evaluation and for accuracy only the first C columns are use
 
 import torch
 
+from ..arguments import Float
+from ..settings import Setting
 from .base import ClassifierHead
 
 
 class VirtualSoftmaxHead(ClassifierHead):
-    OPTIONS = {"virtual_clamp": None}
+    OPTIONS = {
+        "virtual_clamp": Setting(None, "cap on the virtual class's logit ‖W_y‖‖x‖ (None: none)",
+                                 Float(0, 1e6)),
+    }  # fmt: skip
 
-    def __init__(self, in_features, num_classes, virtual_clamp: float | None = None, **kwargs):
+    def __init__(
+        self,
+        in_features,
+        num_classes,
+        virtual_clamp: float | None = OPTIONS["virtual_clamp"].default,
+        **kwargs,
+    ):
         super().__init__(in_features, num_classes, **kwargs)
         self.clamp = virtual_clamp
 

@@ -1,7 +1,6 @@
 """Persistent gallery indexes (FAISS or Milvus behind one store seam) and embedding sources for export and search."""
 
-from .faiss_store import build_faiss_index
 from .gallery import GalleryIndex, IndexFormatError
 from .sources import Embedder
 
-__all__ = ["Embedder", "GalleryIndex", "IndexFormatError", "build_faiss_index"]
+__all__ = ["Embedder", "GalleryIndex", "IndexFormatError"]

@@ -1,17 +1,19 @@
 """The embedded store: one FAISS index file in the index folder (factory strings: Flat,
-IVF…,Flat, IVF…,PQ…, HNSW…). Rows are positions 0..n−1; a removal rebuilds the index from the
-kept vectors and renumbers them."""
+IVF…,Flat, IVF…,PQ…, HNSW…), the default backend. Rows are positions 0..n−1; a removal rebuilds
+the index from the kept vectors and renumbers them. It has no write lifecycle of its own: its
+file is written under a fresh generation name and committed by the index's manifest."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from .. import atomic
-from .store import NotEqual, StoreError, check_filter
+from .store import EXACT, Capabilities, Flag, IndexFormatError, SearchOptions, StoreError
 
 SUFFIX = ".faiss"
 VERSION = faiss.__version__
@@ -57,27 +59,118 @@ def build_faiss_index(
     return faiss.index_gpu_to_cpu(work) if work is not index else index
 
 
+@dataclass(frozen=True)
+class FaissOptions:
+    factory: str = "Flat"
+    backend: str = "faiss"
+
+    def describe(self) -> str:
+        return self.factory
+
+
 class FaissStore:
-    backend = "faiss"
+    """Rows are positions; the camera filter is applied by the index after the search."""
+
+    name = "faiss"
+    summary = "a FAISS file in --out"
+    capabilities = Capabilities(stable_rows=False, filters_inside=False, files=("index",))
+    flags = (
+        Flag("--index", "factory", "FAISS factory string: Flat (default), IVF1024,Flat, "
+             "IVF1024,PQ64, HNSW32", metavar="FACTORY"),
+    )  # fmt: skip
 
     def __init__(self, index: faiss.Index, factory: str):
         self.index, self.factory, self.dim = index, factory, int(index.d)
 
+    # ------------------------------------------------------------------ options
     @classmethod
-    def build(cls, features: np.ndarray, factory: str = "Flat") -> FaissStore:
-        return cls(build_faiss_index(features, factory), factory)
+    def parse_options(cls, given: dict) -> FaissOptions:
+        factory = given.get("factory")
+        if factory is not None:
+            parse_factory(factory)
+        return FaissOptions(factory="Flat" if factory is None else factory)
 
     @classmethod
-    def open(cls, path: Path, factory: str) -> FaissStore:
-        return cls(faiss.read_index(str(path)), factory)
+    def check_target(cls, options, directory, previous, dim, count) -> None:
+        parse_factory(options.factory, dim, count)
 
+    @classmethod
+    def check_search(cls, section: dict, search: SearchOptions) -> None:
+        kind = str(section.get("factory", "Flat")).upper()
+        if search.nprobe is not None and "IVF" not in kind:
+            raise StoreError(f"--nprobe: applies to IVF indexes; this one is {section['factory']}")
+        if search.ef is not None and "HNSW" not in kind:
+            raise StoreError(f"--ef: applies to HNSW indexes; this one is {section['factory']}")
+
+    @classmethod
+    def versions(cls) -> dict:
+        return {"faiss": VERSION}
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def create(cls, options, dim, directory=None, model_hash="", previous=None) -> FaissStore:
+        """An empty index; the first ``add`` trains it (IVF, PQ) on the vectors it adds."""
+        parse_factory(options.factory, dim)
+        return cls(faiss.index_factory(int(dim), options.factory, faiss.METRIC_INNER_PRODUCT),
+                   options.factory)  # fmt: skip
+
+    @classmethod
+    def open(cls, directory, manifest, files, writer=False, uri=None) -> FaissStore:
+        section = manifest.get("store") or {"factory": manifest.get("factory", "Flat")}
+        factory = section.get("factory")
+        if not isinstance(factory, str) or not factory:
+            raise IndexFormatError(f"{Path(directory) / 'manifest.json'}: field store.factory: "
+                                   "missing (a FAISS index records its factory string)")  # fmt: skip
+        try:
+            return cls(faiss.read_index(str(Path(directory) / files["index"])), factory)
+        except Exception as exc:
+            raise IndexFormatError(f"{directory}: cannot read index files ({exc})") from None
+
+    def check(self, directory, rows, manifest, thorough=True) -> None:
+        if self.count() != len(rows):
+            raise IndexFormatError(
+                f"{directory}: index ({self.count()} vectors) and metadata ({len(rows)} rows) "
+                "disagree"
+            )
+
+    def recover(self, directory, rows) -> int:
+        return 0  # a killed save's files are the index's journal to clean up
+
+    def planned(self, generation: str) -> dict:
+        return {"index": f"index.{generation}{SUFFIX}"}
+
+    def save(self, directory: Path, generation: str) -> dict:
+        files = self.planned(generation)
+        with atomic.atomic_path(directory / files["index"]) as tmp:
+            faiss.write_index(self.index, str(tmp))
+        return files
+
+    def commit(self) -> None:
+        pass
+
+    def abandon(self) -> None:
+        pass
+
+    @classmethod
+    def release(cls, previous: dict, current: dict) -> str | None:
+        return None  # its file goes with the old manifest's file list
+
+    def close(self) -> None:
+        pass
+
+    # ------------------------------------------------------------------ data
     def count(self) -> int:
         return int(self.index.ntotal)
 
-    def add(self, vectors, rows, pids, camids, paths) -> None:
+    def add(self, vectors, rows, pids, camids, paths, progress=None) -> None:
         if len(rows) and int(rows[0]) != self.count():
             raise AssertionError("FAISS rows are positions: append continues at the count")
-        self.index.add(vectors)
+        if self.count() == 0:  # the first add of a new index: trained on it, on CUDA if any
+            self.index = build_faiss_index(vectors, self.factory)
+        else:
+            self.index.add(vectors)
+        if progress is not None:
+            progress(len(rows), len(rows))
 
     def vectors(self) -> np.ndarray | None:
         """The index's own exact copies (Flat, IVF-Flat, HNSW-Flat); None when compressed."""
@@ -87,54 +180,27 @@ class FaissStore:
             faiss.extract_index_ivf(self.index).make_direct_map()
         return self.index.reconstruct_n(0, self.count())
 
-    def remove(self, rows: np.ndarray, vectors: np.ndarray | None = None) -> np.ndarray:
-        """Rebuild from the kept vectors (removed ones are gone from the file, not hidden)."""
-        vectors = self.vectors() if vectors is None else vectors
+    def remove(self, rows: np.ndarray, exact: np.ndarray | None = None) -> None:
+        """Rebuild from the kept vectors (removed ones are gone from the file, not hidden): the
+        index's exact copies, else ``exact`` (the index's kept features); a compressed index
+        (PQ, SQ) without them cannot give back exact vectors and is refused."""
+        vectors = exact if exact is not None else self.vectors()
+        if vectors is None:
+            raise IndexFormatError(
+                f"a {self.factory} index holds compressed vectors only; removal needs exact "
+                "vectors (export with --keep-features, or re-export without those images)"
+            )
         keep = np.ones(self.count(), dtype=bool)
         keep[np.asarray(rows, dtype=np.int64)] = False
         self.index = build_faiss_index(np.ascontiguousarray(vectors[keep]), self.factory)
-        return np.arange(int(keep.sum()), dtype=np.int64)
 
-    def search(self, queries, k, exclude: NotEqual | None = None, nprobe=None, ef=None):
-        check_filter(exclude)
-        if nprobe is not None and "IVF" in self.factory:
-            faiss.extract_index_ivf(self.index).nprobe = nprobe
-        if ef is not None and "HNSW" in self.factory:
-            faiss.downcast_index(self.index).hnsw.efSearch = ef
-        total = self.count()
-        out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        out_rows = np.full((len(queries), k), -1, dtype=np.int64)
-        fetch = min(total, k if exclude is None else max(4 * k, k + 64))
-        pending = np.arange(len(queries))
-        while len(pending):
-            scores, rows = self.index.search(queries[pending], fetch)
-            unfinished = []
-            for i, q in enumerate(pending):
-                ok = rows[i] >= 0
-                if exclude is not None and exclude.values[q] >= 0:
-                    ok &= exclude.gallery[np.maximum(rows[i], 0)] != exclude.values[q]
-                kept = np.flatnonzero(ok)[:k]
-                if len(kept) < k and fetch < total:
-                    unfinished.append(q)
-                    continue
-                out_scores[q, : len(kept)] = scores[i, kept]
-                out_rows[q, : len(kept)] = rows[i, kept]
-            pending = np.asarray(unfinished, dtype=np.int64)
-            fetch = min(total, fetch * 4)
-        return out_scores, out_rows
-
-    def save(self, directory: Path, generation: str) -> dict:
-        name = f"index.{generation}{SUFFIX}"
-        with atomic.atomic_path(directory / name) as tmp:
-            faiss.write_index(self.index, str(tmp))
-        return {"index": name}
+    def search(self, queries, k, exclude=None, search: SearchOptions = EXACT):
+        """Unfiltered (``filters_inside`` is False): the index drops the excluded hits."""
+        if search.nprobe is not None and "IVF" in self.factory:
+            faiss.extract_index_ivf(self.index).nprobe = search.nprobe
+        if search.ef is not None and "HNSW" in self.factory:
+            faiss.downcast_index(self.index).hnsw.efSearch = search.ef
+        return self.index.search(queries, k)
 
     def describe(self) -> dict:
-        return {"backend": "faiss", "factory": self.factory}
-
-
-def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Row ids of the exact inner-product top-k (the reference recall is measured against)."""
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors)
-    return exact.search(queries, k)[1]
+        return {"backend": self.name, "factory": self.factory}

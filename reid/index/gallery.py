@@ -1,13 +1,14 @@
-"""A persistent, searchable gallery: a vector store (``store.py``: FAISS file or Milvus
-collection) + metadata table + manifest, in one directory.
+"""A persistent, searchable gallery: a vector store (``store.py``, the contract; ``stores.py``,
+the registry) + metadata table + manifest, in one directory.
 
 Layout of ``INDEX_DIR`` (``GEN`` is a fresh generation tag at every save)::
 
     manifest.json          format version, dim, metric and normalisation, factory, the store
-                           (backend; for Milvus: URI without credentials, collection, index type,
-                           ids checksum), preprocessing, model hash, library versions, counts,
+                           (its backend and the section the store describes itself with; the
+                           row ids' checksum when they are stable), preprocessing, model hash,
+                           library versions, counts,
                            the data files of each role and the SHA-256 of each, creation time
-    index.GEN.faiss        FAISS only: the index (factory string: Flat, IVF…,Flat, IVF…,PQ…, HNSW…)
+    ROLE.GEN.SUFFIX        the store's own files, when it keeps its vectors in the folder
     metadata.GEN.parquet   one row per vector: row, path, pid, camid (-1 where unknown)
     features.GEN.npy       optional (--keep-features): exact vectors, for recall reports and
                            append into approximate indexes
@@ -17,8 +18,7 @@ new generation's files beside the old ones, then replaces ``manifest.json`` atom
 commit point), then removes the old generation's files (listed, with checksums, by the old
 manifest). A crash at any moment leaves the old index or the new one, never a mix, and the
 folder's other files are never touched. ``load`` verifies versions and checksums before use;
-format-1 indexes (fixed names ``index.faiss``, ``metadata.parquet``, ``features.npy``) still
-load.
+format-1 indexes (fixed names ``ROLE.SUFFIX``, ``manifest.SUFFIXES``) still load.
 """
 
 from __future__ import annotations
@@ -37,10 +37,8 @@ import torch
 
 from .. import atomic
 from ..errors import OutputError
-from ..evaluation.postprocess import l2_normalize
+from ..evaluation.postprocess import exact_top_k, l2_normalize
 from ..outputs import sha256
-from . import faiss_store
-from .faiss_store import FaissStore
 from .manifest import (
     MANIFEST,
     SUFFIXES,
@@ -49,22 +47,16 @@ from .manifest import (
     read_journal,
     read_manifest_file,
 )
-from .store import IndexFormatError, NotEqual, StoreError, StoreOptions, VectorStore
+from .store import IndexFormatError, NotEqual, SearchOptions, StoreOptions, VectorStore, ids_digest
+from .stores import manifest_store, parse_store_options, section, store_class
 
 FORMAT_VERSION = 2  # 1: fixed file names (still read); 2: generation-named data files
 _PENDING = ".pending"  # journal files: .~reid.PID.XXXXXX.pending.json
 
 
-def _versions(backend: str = "faiss") -> dict:
-    versions = {
-        "reid": package_version("reid"),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-    }
-    versions["faiss"] = faiss_store.VERSION  # FAISS also serves recall reports for every backend
-    if backend == "milvus":
-        versions["pymilvus"] = package_version("pymilvus")
-    return versions
+def _versions(store: type[VectorStore]) -> dict:
+    base = {"reid": package_version("reid"), "torch": torch.__version__, "numpy": np.__version__}
+    return {**base, **store.versions()}
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -196,8 +188,8 @@ def read_features(path: Path, count: int, dim: int) -> np.ndarray:
 
 
 def store_section(manifest: dict) -> dict:
-    """The manifest's store description (indexes written before the seam: FAISS)."""
-    return manifest.get("store") or {"backend": "faiss", "factory": manifest.get("factory", "Flat")}
+    """The manifest's store description (``stores.section``)."""
+    return section(manifest)
 
 
 class GalleryIndex:
@@ -223,7 +215,7 @@ class GalleryIndex:
 
     @property
     def backend(self) -> str:
-        return self.store.backend
+        return self.store.name
 
     # ------------------------------------------------------------------ build / save / load
     @classmethod
@@ -234,7 +226,6 @@ class GalleryIndex:
         pids=None,
         camids=None,
         *,
-        factory="Flat",
         options: StoreOptions | None = None,
         directory: str | Path | None = None,
         model_hash="",
@@ -242,32 +233,26 @@ class GalleryIndex:
         keep_features=False,
         progress=None,
     ) -> GalleryIndex:
-        """A new index. FAISS builds in memory (``save`` writes it); Milvus creates its
-        collection now, journalled in ``directory`` (the index folder ``save`` will commit)."""
+        """A new index in the store ``options`` names (default: ``stores.DEFAULT``, Flat).
+        A store that writes ahead of the manifest (a server) does so now, journalled in
+        ``directory`` (the index folder ``save`` will commit); on failure it is abandoned."""
         features = _normalize(features)
         n = len(features)
         if n == 0:
             raise IndexFormatError("the gallery is empty: nothing to index")
-        options = options or StoreOptions(factory=factory)
+        options = options or parse_store_options()
+        kind = store_class(options.backend)
         metadata = _metadata(np.arange(n), paths, pids, camids)
-        if options.backend == "faiss":
-            store = FaissStore.build(features, options.factory)
-        else:
-            from .milvus_store import MilvusStore
-
-            if directory is None:
-                raise StoreError("a Milvus index needs its index folder (--out) to journal in")
-            old = read_manifest(Path(directory))
-            owned = store_section(old).get("physical") if old else None
-            store = MilvusStore.create(
-                options, features.shape[1], model_hash, Path(directory), owned
-            )
-            try:
-                store.add(features, metadata["row"].to_numpy(), metadata["pid"].to_numpy(),
-                          metadata["camid"].to_numpy(), list(metadata["path"]), progress)  # fmt: skip
-            except BaseException:
-                store.abandon()
-                raise
+        old = read_manifest(Path(directory)) if directory is not None else None
+        store = kind.create(options, features.shape[1],
+                            Path(directory) if directory is not None else None, model_hash,
+                            section(old) if old else None)  # fmt: skip
+        try:
+            store.add(features, metadata["row"].to_numpy(), metadata["pid"].to_numpy(),
+                      metadata["camid"].to_numpy(), list(metadata["path"]), progress)  # fmt: skip
+        except BaseException:
+            store.abandon()
+            raise
         manifest = {
             "format_version": FORMAT_VERSION,
             "dim": int(features.shape[1]),
@@ -280,7 +265,7 @@ class GalleryIndex:
             "paths": "absolute"
             if all(os.path.isabs(p) for p in metadata["path"])
             else "relative to the export's working directory",
-            "versions": _versions(options.backend),
+            "versions": _versions(kind),
             "count": n,
         }
         return cls(store, metadata, manifest, features if keep_features else None)
@@ -289,8 +274,8 @@ class GalleryIndex:
         """Commit this index to ``directory``: new data files under fresh generation names, then
         the manifest atomically (the commit point: readers and a crash see the old index or the
         new one), then the old generation's files, which the old manifest lists. The folder's
-        other files are never touched. A Milvus store then applies what waited for the commit
-        (journalled deletions, the alias, dropping the collection it replaced)."""
+        other files are never touched. The store then applies what waited for the commit
+        (``commit``), and a store the new manifest replaced lets go of its data (``release``)."""
         directory = Path(directory)
         check_index_target(directory)
         created = not directory.exists()
@@ -299,7 +284,7 @@ class GalleryIndex:
         old = read_manifest(directory)
         generation = secrets.token_hex(4)
         journal = atomic.temp_path(directory / MANIFEST, _PENDING)
-        planned = [f"index.{generation}{SUFFIXES['index']}"] if self.backend == "faiss" else []
+        planned = list(self.store.planned(generation).values())
         planned += [f"metadata.{generation}.parquet"] + (
             [f"features.{generation}.npy"] if self.features is not None else []
         )
@@ -323,8 +308,8 @@ class GalleryIndex:
                 "roles": roles,
                 "files": {name: sha256(directory / name) for name in roles.values()},
             }
-            if self.backend != "faiss":
-                manifest["ids_sha256"] = _ids_digest(self.metadata["row"].to_numpy())
+            if self.store.capabilities.stable_rows:
+                manifest["ids_sha256"] = ids_digest(self.metadata["row"].to_numpy())
                 manifest["next_row"] = self._next_row()
             atomic.write_json(directory / MANIFEST, manifest, indent=2)
         except BaseException:
@@ -336,26 +321,19 @@ class GalleryIndex:
             raise
         journal.unlink(missing_ok=True)
         self.manifest = manifest
-        if hasattr(self.store, "committed"):
-            self.store.committed()
+        self.store.commit()
         if old is not None:  # the previous generation: ours by its manifest and checksum
-            previous, current = store_section(old), manifest["store"]
-            if previous["backend"] == "milvus" and (previous["uri"], previous["physical"]) != (
-                current.get("uri"),
-                current.get("physical"),
-            ):
-                from .milvus_store import drop_replaced
-
-                warning = drop_replaced(previous)
-                if warning:
-                    logging.getLogger(__name__).warning(warning)
+            previous = section(old)
+            warning = manifest_store(old).release(previous, manifest["store"])
+            if warning:
+                logging.getLogger(__name__).warning(warning)
             for name, digest in old["files"].items():
                 path = directory / name
                 if name not in manifest["files"] and path.is_file() and sha256(path) == digest:
                     path.unlink()
 
     def _next_row(self) -> int:
-        """Rows are never reused in a collection: the next append starts past every row ever
+        """Stable row ids are never reused: the next append starts past every row ever
         committed (and past the rows of a rolled-back append)."""
         top = int(self.metadata["row"].max()) + 1 if len(self.metadata) else 0
         return max(top, int(self.manifest.get("next_row", 0)))
@@ -369,7 +347,8 @@ class GalleryIndex:
         uri: str | None = None,
     ) -> GalleryIndex:
         """Open and validate an index. ``writer`` (export, append, removal; under the folder's
-        lock): first undo or finish what a killed writer journalled."""
+        lock): first undo or finish what a killed writer journalled. ``uri``: reach the
+        store's server at another address than the manifest's."""
         directory = Path(directory)
         if not directory.is_dir():
             raise IndexFormatError(f"{directory}: index directory not found")
@@ -379,29 +358,30 @@ class GalleryIndex:
                 f"{manifest_path}: missing (not an index directory, or an interrupted export)"
             )
         parsed, manifest = read_manifest_file(manifest_path)  # every field checked, names plain
+        kind = manifest_store(manifest)
+        roles = parsed.role_files()
+        for role in kind.capabilities.files:
+            if role not in roles:
+                raise IndexFormatError(f"{manifest_path}: field roles.{role}: missing")
+        if kind.capabilities.stable_rows and manifest.get("ids_sha256") is None:
+            raise IndexFormatError(f"{manifest_path}: field ids_sha256: missing (the store's "
+                                   "row ids are checked against it)")  # fmt: skip
         for name, expected in parsed.files.items():
             path = directory / name
             if not path.is_file():
                 raise IndexFormatError(f"{path}: missing")
             if verify and sha256(path) != expected:
                 raise IndexFormatError(f"{path}: checksum mismatch (file changed or corrupt)")
-        roles = parsed.role_files()
-        section = store_section(manifest)
         metadata = read_metadata(directory / roles["metadata"])
-        if section["backend"] == "faiss":
-            try:
-                store = FaissStore.open(directory / roles["index"], section["factory"])
-            except Exception as exc:
-                raise IndexFormatError(f"{directory}: cannot read index files ({exc})") from None
-            stored = store.count()
-        else:
-            store, stored = cls._open_milvus(
-                directory, manifest, section, metadata, verify, writer, uri
-            )
-        if store.dim != manifest["dim"] or stored != len(metadata) or stored != manifest["count"]:
+        store = kind.open(directory, manifest, roles, writer, uri)
+        rows = metadata["row"].to_numpy()
+        if writer:
+            store.recover(directory, rows)
+        store.check(directory, rows, manifest, verify)
+        if store.dim != manifest["dim"] or len(metadata) != manifest["count"]:
             raise IndexFormatError(
-                f"{directory}: index ({store.dim}-d, {stored} vectors), metadata ({len(metadata)} rows) "
-                f"and manifest ({manifest['dim']}-d, {manifest['count']}) disagree"
+                f"{directory}: index ({store.dim}-d), metadata ({len(metadata)} rows) and "
+                f"manifest ({manifest['dim']}-d, {manifest['count']}) disagree"
             )
         features = (
             read_features(directory / roles["features"], len(metadata), store.dim)
@@ -409,38 +389,6 @@ class GalleryIndex:
             else None
         )
         return cls(store, metadata, manifest, features)
-
-    @staticmethod
-    def _open_milvus(directory, manifest, section, metadata, verify, writer, uri):
-        from .milvus_store import MilvusStore
-
-        try:
-            store = MilvusStore.open(section, manifest, directory if writer else None, uri)
-        except StoreError as exc:
-            if str(exc).startswith(f"{directory}:"):
-                raise
-            raise IndexFormatError(f"{directory}: {exc}") from None
-        rows = metadata["row"].to_numpy()
-        if writer:
-            store.recover(directory, rows)
-        elif MilvusStore.live_journal(directory) or MilvusStore.dead_journals(directory):
-            return store, len(metadata)  # a write in flight or to recover: search drops its rows
-        stored = store.count()
-        if (
-            stored == len(metadata)
-            and verify
-            and _ids_digest(store.rows()) != manifest.get("ids_sha256")
-        ):
-            raise IndexFormatError(
-                f"{directory}: collection {section['physical']} holds other rows than the manifest "
-                "lists (changed behind the manifest's back)"
-            )
-        if stored != len(metadata):
-            raise IndexFormatError(
-                f"{directory}: collection {section['physical']} holds {stored} vectors, the "
-                f"manifest lists {len(metadata)} (changed behind the manifest's back)"
-            )
-        return store, stored
 
     # ----------------------------------------------------------------------------- use
     def check_compatible(
@@ -470,13 +418,10 @@ class GalleryIndex:
         features = _normalize(features)
         self.check_compatible(features.shape[1], "cosine", model_hash)
         n = len(features)
-        start = self.count if self.backend == "faiss" else self._next_row()
+        start = self._next_row() if self.store.capabilities.stable_rows else self.count
         extra = _metadata(np.arange(start, start + n), paths, pids, camids)
-        if self.backend == "faiss":
-            self.store.add(features, extra["row"].to_numpy(), None, None, None)
-        else:
-            self.store.add(features, extra["row"].to_numpy(), extra["pid"].to_numpy(),
-                           extra["camid"].to_numpy(), list(extra["path"]), progress)  # fmt: skip
+        self.store.add(features, extra["row"].to_numpy(), extra["pid"].to_numpy(),
+                       extra["camid"].to_numpy(), list(extra["path"]), progress)  # fmt: skip
         self.metadata = pd.concat([self.metadata, extra], ignore_index=True)
         if self.features is not None:
             self.features = np.vstack([self.features, features])
@@ -484,13 +429,11 @@ class GalleryIndex:
     def remove(self, drop: np.ndarray) -> int:
         """Remove the rows where ``drop`` is True (right to be forgotten, mistaken enrolment).
 
-        FAISS: the index is rebuilt from the remaining vectors (same factory), so removed
-        vectors are gone from the file, not just hidden: from the stored exact features when
-        kept, else from the index's own exact copies (Flat, IVF-Flat, HNSW-Flat); compressed
-        indexes (PQ, SQ) without ``features.npy`` cannot give back exact vectors and are
-        refused; rows are renumbered 0..n−1. Milvus: the rows are deleted from the collection
-        once the manifest without them commits (``save``); rows keep their ids. Returns the
-        number removed.
+        The store removes them its way (``remove``, given the kept exact vectors when the index
+        has them): a file is rebuilt without them, a server deletes them once the manifest
+        without them commits (``save``).
+        Rows are renumbered 0..n−1 unless the store's row ids are stable. Returns the number
+        removed.
         """
         drop = np.asarray(drop, dtype=bool)
         removed = int(drop.sum())
@@ -499,19 +442,13 @@ class GalleryIndex:
         if removed == len(drop):
             raise IndexFormatError("removing every vector would leave an empty index")
         keep = ~drop
-        rows = self.metadata["row"].to_numpy()[drop]
-        if self.backend == "faiss":
-            vectors = self.features if self.features is not None else self.store.vectors()
-            if vectors is None:
-                raise IndexFormatError(
-                    f"a {self.manifest['factory']} index holds compressed vectors only; removal "
-                    "needs exact vectors (export with --keep-features, or re-export without "
-                    "those images)"
-                )
-            new_rows = self.store.remove(rows, vectors)
-        else:
-            self.store.remove(rows)
-            new_rows = self.metadata["row"].to_numpy()[keep]
+        rows = self.metadata["row"].to_numpy()
+        self.store.remove(rows[drop], self.features)
+        new_rows = (
+            rows[keep]
+            if self.store.capabilities.stable_rows
+            else np.arange(int(keep.sum()), dtype=np.int64)
+        )
         self.metadata = self.metadata[keep].reset_index(drop=True)
         self.metadata["row"] = new_rows
         if self.features is not None:
@@ -528,42 +465,53 @@ class GalleryIndex:
         nprobe: int | None = None,
         ef: int | None = None,
     ) -> pd.DataFrame:
-        """Top-k per query: a table (query, rank, score, row, path, pid, camid). Rows the
-        metadata does not list (a write in flight on a shared collection) are skipped."""
+        """Top-k per query: a table (query, rank, score, row, path, pid, camid).
+
+        The one "fetch more until k hits survive" loop: a hit survives when the metadata lists
+        its row (a store shared with a write in flight may hold rows the manifest does not
+        yet) and, for stores that do not filter inside the search, when it is not excluded
+        (its camera is the query's). Queries short of k hits are searched again, alone, with
+        four times as many candidates, until the whole gallery was asked for."""
         features = _normalize(features)
         self.check_compatible(features.shape[1])
+        n, total, metadata = len(features), self.count, self.metadata
         exclude = None
         if exclude_same_camera and query_camids is not None:
-            exclude = NotEqual(
-                "camid",
-                np.asarray(query_camids, dtype=np.int64),
-                self.metadata["camid"].to_numpy() if self.backend == "faiss" else None,
-            )
-        total, fetch = self.count, min(self.count, k)
-        stored = self.metadata["row"].to_numpy()  # increasing: rows are appended in order
-        while True:
-            scores, rows = self.store.search(features, fetch, exclude, nprobe, ef)
+            exclude = NotEqual("camid", np.asarray(query_camids, dtype=np.int64))
+        after = exclude is not None and not self.store.capabilities.filters_inside
+        options = SearchOptions(nprobe, ef)
+        stored = metadata["row"].to_numpy()  # increasing: rows are appended in order
+        field = metadata[exclude.field].to_numpy() if after else None
+        hits = np.full((n, k), -1, dtype=np.int64)  # positions in the metadata
+        hit_scores = np.zeros((n, k), dtype=np.float32)
+        fetch = min(total, max(4 * k, k + 64) if after else k)
+        pending = np.arange(n)
+        while len(pending):
+            part = None if exclude is None else NotEqual(exclude.field, exclude.values[pending])
+            scores, rows = self.store.search(features[pending], fetch, part, options)
             at = np.minimum(np.searchsorted(stored, rows), len(stored) - 1)
-            valid = (rows >= 0) & (stored[at] == rows)  # rows the metadata lists
-            if (
-                fetch >= total
-                or (valid.sum(axis=1) >= min(k, total)).all()
-                or self.backend == "faiss"
-            ):
-                break
-            fetch = min(total, fetch * 2 + 16)
-        keep = valid & (np.cumsum(valid, axis=1) <= k)
-        query, column = np.nonzero(keep)
-        position = at[query, column]
+            ok = (rows >= 0) & (stored[at] == rows)
+            if after:
+                values = exclude.values[pending][:, None]
+                ok &= (values < 0) | (field[at] != values)
+            done = (ok.sum(axis=1) >= k) | (fetch >= total)
+            for i in np.flatnonzero(done):
+                kept = np.flatnonzero(ok[i])[:k]
+                hits[pending[i], : len(kept)] = at[i, kept]
+                hit_scores[pending[i], : len(kept)] = scores[i, kept]
+            pending = pending[~done]
+            fetch = min(total, fetch * 4)
+        query, column = np.nonzero(hits >= 0)
+        position = hits[query, column]
         return pd.DataFrame(
             {
                 "query": query.astype(np.int64),
-                "rank": (np.cumsum(keep, axis=1)[query, column]).astype(np.int64),
-                "score": scores[query, column].astype(np.float64),
-                "row": rows[query, column].astype(np.int64),
-                "path": self.metadata["path"].to_numpy()[position],
-                "pid": self.metadata["pid"].to_numpy()[position],
-                "camid": self.metadata["camid"].to_numpy()[position],
+                "rank": (column + 1).astype(np.int64),
+                "score": hit_scores[query, column].astype(np.float64),
+                "row": stored[position].astype(np.int64),
+                "path": metadata["path"].to_numpy()[position],
+                "pid": metadata["pid"].to_numpy()[position],
+                "camid": metadata["camid"].to_numpy()[position],
             }
         )
 
@@ -573,18 +521,12 @@ class GalleryIndex:
             raise IndexFormatError("recall needs the exact vectors: export with --keep-features")
         queries = _normalize(queries)
         kmax = max(ks)
-        positions = faiss_store.exact_top_k(self.features, queries, kmax)
+        positions = exact_top_k(self.features, queries, kmax)
         truth = self.metadata["row"].to_numpy()[positions]
-        _, found = self.store.search(queries, kmax, None, nprobe, ef)
+        _, found = self.store.search(queries, kmax, None, SearchOptions(nprobe, ef))
         return {
             f"recall@{k}": float(
                 np.mean([len(set(t[:k]) & set(f[:k])) / k for t, f in zip(truth, found)])
             )
             for k in ks
         }
-
-
-def _ids_digest(rows: np.ndarray) -> str:
-    from .milvus_store import ids_digest
-
-    return ids_digest(rows)

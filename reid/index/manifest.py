@@ -23,7 +23,8 @@ from .store import IndexFormatError
 
 MANIFEST = "manifest.json"
 READABLE_VERSIONS = (1, 2)
-#: each role's file: ``ROLE.GEN.SUFFIX`` in format 2, ``ROLE.SUFFIX`` in format 1
+#: each role's file: ``ROLE.GEN.SUFFIX`` in format 2, ``ROLE.SUFFIX`` in format 1 (whose
+#: indexes all predate the store seam: their ``index`` file is the legacy store's)
 SUFFIXES = {"index": ".faiss", "metadata": ".parquet", "features": ".npy"}
 
 
@@ -34,24 +35,15 @@ def _sha256(value: str) -> str:
 
 
 Sha256 = Annotated[str, AfterValidator(_sha256)]
+#: a data file's role: metadata, features, or one of the store's (``Capabilities.files``)
+Role = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
 
 class StoreSection(Open):
-    """The backend's description (its own keys are the backend's business)."""
+    """The store's description: its backend names the store (``index/stores.py``), whose
+    ``open`` checks the rest of the section (its own keys are the store's business)."""
 
-    backend: Literal["faiss", "milvus"]
-    factory: str | None = None
-    uri: str | None = None
-    collection: str | None = None
-    physical: str | None = None
-
-    @model_validator(mode="after")
-    def _backend_fields(self):
-        if self.backend == "milvus" and not (self.uri and self.physical and self.collection):
-            raise ValueError("a milvus store needs uri, collection and physical")
-        if self.backend == "faiss" and not self.factory:
-            raise ValueError("a faiss store needs its factory")
-        return self
+    backend: Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class OperatingPoint(Open):
@@ -85,7 +77,7 @@ class Manifest(Strict):
     count: int = Field(ge=0)
     store: StoreSection | None = None
     created: str | None = None
-    roles: dict[Literal["index", "metadata", "features"], PlainName] | None = None
+    roles: dict[Role, PlainName] | None = None
     files: dict[PlainName, Sha256]
     ids_sha256: str | None = None
     next_row: int | None = Field(default=None, ge=0)
@@ -100,12 +92,8 @@ class Manifest(Strict):
         for role, name in (self.roles or {}).items():
             if name not in self.files:
                 raise ValueError(f"roles.{role}: {name!r} is not listed in files")
-        backend = self.store.backend if self.store else "faiss"
-        roles = self.role_files()
-        if "metadata" not in roles or (backend == "faiss" and "index" not in roles):
-            raise ValueError("lists no index or metadata file")
-        if backend == "milvus" and self.ids_sha256 is None:
-            raise ValueError("a milvus index needs ids_sha256")
+        if "metadata" not in self.role_files():
+            raise ValueError("lists no metadata file")
         return self
 
     def role_files(self) -> dict:

@@ -20,21 +20,40 @@ roll back at once (the append's rows are deleted before the error is raised).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
 import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from .. import atomic
-from .store import NotEqual, StoreError, check_filter
+from ..arguments import Int
+from ..boundary import Open, parse
+from .store import (
+    EXACT,
+    Capabilities,
+    Flag,
+    IndexFormatError,
+    NotEqual,
+    SearchOptions,
+    StoreError,
+    ids_digest,
+    parse_pairs,
+)
 
 TOKEN_ENV = "MILVUS_TOKEN"
+#: the exact and approximate index types a Milvus store builds (``--milvus-index``), each
+#: with its build parameters' defaults and ranges (``--milvus-params``)
+INDEX_TYPES = {
+    "FLAT": {},
+    "IVF_FLAT": {"nlist": (1024, Int(1, 65536))},
+    "HNSW": {"M": (16, Int(2, 2048)), "efConstruction": (200, Int(1, 1 << 20))},
+}
 MARKER = "reid-gallery-index"
 JOURNAL = ".milvus"  # journal files: .~reid.PID.XXXXXX.milvus.json
 MAX_PATH = 4096
@@ -141,13 +160,47 @@ def _pymilvus():
     return pymilvus
 
 
-def ids_digest(rows: np.ndarray) -> str:
-    """SHA-256 of the sorted row ids: the manifest's check that the collection is unchanged."""
-    return hashlib.sha256(np.sort(np.asarray(rows, dtype="<i8")).tobytes()).hexdigest()
+@dataclass(frozen=True)
+class MilvusOptions:
+    uri: str
+    collection: str
+    index_type: str = "FLAT"
+    params: dict = field(default_factory=dict)
+    backend: str = "milvus"
+
+    def describe(self) -> str:
+        extra = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"milvus:{self.index_type}" + (f"({extra})" if extra else "")
+
+
+class MilvusSection(Open):
+    """The manifest's ``store`` section of a Milvus index (what ``describe`` wrote)."""
+
+    backend: str
+    uri: str
+    collection: str
+    physical: str
+    index_type: str = "FLAT"
+    params: dict[str, int] = {}
+    write_ts: int = 0
 
 
 class MilvusStore:
-    backend = "milvus"
+    """Rows keep their ids (the primary key); the camera filter is an expression inside the
+    search; writes are journalled, committed after the manifest, recovered by the next writer."""
+
+    name = "milvus"
+    summary = "a collection on a Milvus server or cluster; --out holds the manifest"
+    capabilities = Capabilities(stable_rows=True, filters_inside=True)
+    flags = (
+        Flag("--uri", "uri", "Milvus server, e.g. http://127.0.0.1:19530 (credentials: "
+             f"{TOKEN_ENV} in the environment, never the command line)"),
+        Flag("--collection", "collection", "collection name (an alias the export manages)"),
+        Flag("--milvus-index", "index_type", f"{', '.join(INDEX_TYPES)} (default FLAT)",
+             metavar="TYPE"),
+        Flag("--milvus-params", "params", "build parameters: nlist=1024 (IVF_FLAT), "
+             "M=16,efConstruction=200 (HNSW)", metavar="K=V,…"),
+    )  # fmt: skip
 
     def __init__(self, uri: str, alias: str, physical: str, dim: int, index_type: str,
                  params: dict, journal_dir: Path | None = None):  # fmt: skip
@@ -197,15 +250,47 @@ class MilvusStore:
         return value if isinstance(value, dict) else {}
 
     # ------------------------------------------------------------------ create / open
+    # ------------------------------------------------------------------ options
     @classmethod
-    def check_target(
-        cls, options, owned_physical: str | None = None, directory: Path | None = None
-    ) -> None:
+    def parse_options(cls, given: dict) -> MilvusOptions:
+        uri, collection = given.get("uri"), given.get("collection")
+        if uri is None or collection is None:
+            raise StoreError("--backend milvus needs --uri http://HOST:19530 and --collection NAME")
+        check_uri(uri)
+        check_collection_name(collection)
+        index_type = (given.get("index_type") or "FLAT").upper()
+        if index_type not in INDEX_TYPES:
+            raise StoreError(
+                f"--milvus-index {index_type!r}: choose one of {', '.join(INDEX_TYPES)}"
+            )
+        params = parse_pairs("--milvus-params", given.get("params"), INDEX_TYPES[index_type],
+                             index_type)  # fmt: skip
+        return MilvusOptions(uri, collection, index_type, params)
+
+    @classmethod
+    def check_search(cls, section: dict, search: SearchOptions) -> None:
+        kind = str(section.get("index_type", "FLAT"))
+        if search.nprobe is not None and kind != "IVF_FLAT":
+            raise StoreError(f"--nprobe: applies to IVF indexes; this one is milvus:{kind}")
+        if search.ef is not None and kind != "HNSW":
+            raise StoreError(f"--ef: applies to HNSW indexes; this one is milvus:{kind}")
+
+    @classmethod
+    def versions(cls) -> dict:
+        from importlib.metadata import version
+
+        return {"pymilvus": version("pymilvus")}
+
+    @classmethod
+    def check_target(cls, options, directory, previous, dim=None, count=None) -> None:
         """Before any work: the server answers and ``--collection`` is free or ours (and, when
         it points to the collection this folder's manifest names, this folder owns it)."""
         store = cls(options.uri, options.collection, "", 1, options.index_type, options.params)
+        owned = previous.get("physical") if previous else None
         try:
-            store._check_alias(options, owned_physical, directory)
+            store._check_alias(
+                options, owned, directory if directory and Path(directory).is_dir() else None
+            )
         finally:
             store.close()
 
@@ -244,12 +329,18 @@ class MilvusStore:
         return current
 
     @classmethod
-    def create(cls, options, dim: int, model_hash: str, journal_dir: Path,
-               owned_physical: str | None = None) -> MilvusStore:  # fmt: skip
-        """A new physical collection for an export to ``journal_dir``. The alias may already
-        exist only when it points to ``owned_physical`` (the collection the folder's manifest
-        names): anything else under that name belongs to someone else and is refused."""
+    def create(cls, options, dim: int, directory: Path | None, model_hash: str,
+               previous: dict | None) -> MilvusStore:  # fmt: skip
+        """A new physical collection for an export to ``directory`` (its journal's folder).
+        The alias may already exist only when it points to the collection the folder's
+        committed manifest names (``previous``): anything else under that name belongs to
+        someone else and is refused."""
         import secrets
+
+        if directory is None:
+            raise StoreError("a Milvus index needs its index folder (--out) to journal in")
+        journal_dir = Path(directory)
+        owned_physical = previous.get("physical") if previous else None
 
         physical = f"{options.collection}_{secrets.token_hex(4)}"
         store = cls(options.uri, options.collection, physical, dim, options.index_type,
@@ -279,11 +370,23 @@ class MilvusStore:
         return store
 
     @classmethod
-    def open(cls, description: dict, manifest: dict, journal_dir: Path | None = None,
+    def open(cls, directory: Path, manifest: dict, files: dict, writer: bool = False,
              uri: str | None = None) -> MilvusStore:  # fmt: skip
         """Reconnect to the collection a manifest names and check it is the same one: our
-        marker, the model hash and the dimension (the count and ids are checked by the index
-        against its metadata)."""
+        marker, the model hash and the dimension (``check`` compares its rows with the
+        metadata's). ``writer``: the journal goes to ``directory``, which must own it."""
+        directory = Path(directory)
+        section = parse(MilvusSection, manifest.get("store"), directory / "manifest.json",
+                        IndexFormatError).model_dump()  # fmt: skip
+        try:
+            return cls._open(section, manifest, directory if writer else None, uri)
+        except StoreError as exc:
+            if str(exc).startswith(f"{directory}:"):
+                raise
+            raise IndexFormatError(f"{directory}: {exc}") from None
+
+    @classmethod
+    def _open(cls, description, manifest, journal_dir, uri) -> MilvusStore:
         store = cls(uri or description["uri"], description["collection"], description["physical"],
                     manifest["dim"], description["index_type"], description.get("params", {}),
                     journal_dir)  # fmt: skip
@@ -307,6 +410,31 @@ class MilvusStore:
         store.write_ts = int(description.get("write_ts", 0))
         store._collection().load()
         return store
+
+    def check(
+        self, directory: Path, rows: np.ndarray, manifest: dict, thorough: bool = True
+    ) -> None:
+        """The collection holds the committed rows: their count, and (``thorough``) the ids'
+        checksum. A write in flight (or one to recover) is not checked: search drops its rows."""
+        if self.journal_dir is None and (
+            self.live_journal(directory) or self.dead_journals(directory)
+        ):
+            return
+        stored = self.count()
+        if (
+            stored == len(rows)
+            and thorough
+            and ids_digest(self.rows()) != manifest.get("ids_sha256")
+        ):
+            raise IndexFormatError(
+                f"{directory}: collection {self.physical} holds other rows than the manifest "
+                "lists (changed behind the manifest's back)"
+            )
+        if stored != len(rows):
+            raise IndexFormatError(
+                f"{directory}: collection {self.physical} holds {stored} vectors, the "
+                f"manifest lists {len(rows)} (changed behind the manifest's back)"
+            )
 
     def _read(self) -> dict:
         if self.write_ts:
@@ -460,7 +588,7 @@ class MilvusStore:
             self._wrote(collection.delete(f"row in [{chunk}]"))
         collection.flush()
 
-    def remove(self, rows: np.ndarray) -> None:
+    def remove(self, rows: np.ndarray, exact: np.ndarray | None = None) -> None:
         """Journal the rows; they are deleted after the manifest without them commits."""
         rows = np.asarray(rows, dtype=np.int64)
         self._begin({"rows": rows.tolist()})
@@ -468,7 +596,7 @@ class MilvusStore:
             rows if self._pending_delete is None else np.concatenate([self._pending_delete, rows])
         )
 
-    def committed(self) -> None:
+    def commit(self) -> None:
         """The manifest now names this collection and its rows: apply pending deletions, point
         the alias here, drop the collection this export replaced, close the journal."""
         if self._pending_delete is not None and len(self._pending_delete):
@@ -501,15 +629,14 @@ class MilvusStore:
     def vectors(self) -> np.ndarray | None:
         return None  # exact vectors stay on the server; recall uses the kept features
 
-    def search(self, queries, k, exclude: NotEqual | None = None, nprobe=None, ef=None):
+    def search(self, queries, k, exclude: NotEqual | None = None, search: SearchOptions = EXACT):
         params = {}
         if self.index_type == "IVF_FLAT":
-            params["nprobe"] = int(nprobe or 16)
+            params["nprobe"] = int(search.nprobe or 16)
         if self.index_type == "HNSW":
-            params["ef"] = max(int(ef or 64), k)
+            params["ef"] = max(int(search.ef or 64), k)
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         out_rows = np.full((len(queries), k), -1, dtype=np.int64)
-        check_filter(exclude)
         groups = {None: np.arange(len(queries))}
         if exclude is not None:
             values = np.asarray(exclude.values, dtype=np.int64)
@@ -536,6 +663,9 @@ class MilvusStore:
                     out_scores[q, :n] = hits.distances
         return out_scores, out_rows
 
+    def planned(self, generation: str) -> dict:
+        return {}  # the vectors live on the server
+
     def save(self, directory: Path, generation: str) -> dict:
         """Flush, and wait until the server has built the index over every sealed segment:
         until then Milvus answers from an interim index (approximate even for ``FLAT``
@@ -547,7 +677,7 @@ class MilvusStore:
     def describe(self) -> dict:
         host = urlsplit(self.uri)
         return {
-            "backend": "milvus",
+            "backend": self.name,
             "uri": f"{host.scheme}://{host.hostname}" + (f":{host.port}" if host.port else ""),
             "collection": self.alias,
             "physical": self.physical,
@@ -564,10 +694,17 @@ class MilvusStore:
         except Exception:
             pass
 
+    @classmethod
+    def release(cls, previous: dict, current: dict) -> str | None:
+        """After a commit that replaced the index ``previous`` described: when the new one no
+        longer points to its collection (another backend, server or collection), drop it."""
+        if (previous["uri"], previous["physical"]) == (current.get("uri"), current.get("physical")):
+            return None
+        return _drop_replaced(previous)
 
-def drop_replaced(section: dict) -> str | None:
-    """After a commit that no longer points to the collection ``section`` names (another
-    backend, server or collection): drop it when it is ours (our marker) and no alias of a
+
+def _drop_replaced(section: dict) -> str | None:
+    """Drop the collection ``section`` names when it is ours (our marker) and no alias of a
     committed index points to it. Returns a warning instead of raising: the new index is in."""
     try:
         store = MilvusStore(section["uri"], section["collection"], section["physical"], 1,

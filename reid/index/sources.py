@@ -11,8 +11,9 @@ from torch import nn
 from ..data import load_dataset
 from ..data.market1501 import IMAGE_SUFFIXES, parse_name_or_unknown
 from ..data.records import DatasetError, ImageRecord
+from ..loading import load_model
 from ..models import FeatureExtractor
-from ..models.checkpoint import load_model, preprocessing
+from ..models.checkpoint import preprocessing
 from ..models.export import load_exported, read_sidecar
 from ..outputs import sha256
 

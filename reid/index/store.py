@@ -1,37 +1,32 @@
-"""The vector-store seam under :class:`~reid.index.GalleryIndex`.
+"""The vector-store contract under :class:`~reid.index.GalleryIndex`.
 
 A store holds unit vectors under integer row ids with two integer fields per row (``pid``,
 ``camid``) and answers inner-product top-k searches, optionally excluding, per query, the rows
 whose field equals the query's value (camera exclusion). Everything else a gallery index is —
 paths, the manifest and its checksums, the model hash, the calibrated threshold, append of only
-new images, removal by identity or path, validation — belongs to ``GalleryIndex`` and is the
-same for every store.
+new images, removal by identity or path, validation, the "fetch more until k hits survive"
+loop — belongs to ``GalleryIndex`` and is the same for every store.
 
-Stores: ``faiss`` (embedded, the index is a file in the index folder; the default) and
-``milvus`` (a Milvus server or cluster; the index is a collection, the folder holds the
-manifest that points to it). Options are typed and checked here, before any work: an option
-that does not apply to the chosen backend is an error that names it.
+Every store implements :class:`VectorStore` in full (a store that needs no write lifecycle
+implements ``commit`` / ``abandon`` / ``recover`` as no-ops) and declares what it is
+(:class:`Capabilities`) and what it takes (:class:`Flag`: its export flags, their ranges and
+help; its ``parse_options`` checks them; its manifest section is its own ``describe()`` and
+``open`` reads it back). The registry is ``reid/index/stores.py``: a store is one file plus one
+line there. Nothing above this seam names a backend.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
+from ..arguments import Bounded
 from ..errors import ReidError
-
-BACKENDS = ("faiss", "milvus")
-#: the exact and approximate index types a Milvus store builds (``--milvus-index``)
-MILVUS_INDEX_TYPES = ("FLAT", "IVF_FLAT", "HNSW")
-#: each Milvus index type's build parameters, with their defaults and ranges
-MILVUS_BUILD_PARAMS = {
-    "FLAT": {},
-    "IVF_FLAT": {"nlist": (1024, 1, 65536)},
-    "HNSW": {"M": (16, 2, 2048), "efConstruction": (200, 1, 1 << 20)},
-}
 
 
 class IndexFormatError(ReidError):
@@ -45,154 +40,166 @@ class StoreError(IndexFormatError):
 @dataclass(frozen=True)
 class NotEqual:
     """Exclude, for query ``q``, the rows whose ``field`` equals ``values[q]`` (negative: no
-    exclusion for that query). ``gallery`` is the field's value per stored row position, for
-    stores that filter after searching (FAISS); stores with stored fields (Milvus) filter inside
-    the search by expression."""
+    exclusion for that query). Stores that filter inside the search use ``field`` and
+    ``values``; for the others ``GalleryIndex`` filters the hits after the search."""
 
     field: str
     values: np.ndarray
-    gallery: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.field not in FILTER_FIELDS:
+            raise StoreError(
+                f"filter on {self.field!r}: not a stored field (fields: {', '.join(FILTER_FIELDS)})"
+            )
 
 
 #: the fields every store keeps per row and can filter on
 FILTER_FIELDS = ("pid", "camid")
 
 
-def check_filter(exclude: NotEqual | None) -> None:
-    if exclude is not None and exclude.field not in FILTER_FIELDS:
-        raise StoreError(
-            f"filter on {exclude.field!r}: not a stored field (fields: {', '.join(FILTER_FIELDS)})"
-        )
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store is, so that the index above it need not ask its name.
+
+    ``stable_rows``: row ids survive removals (the index then never reuses an id and records
+    the ids' checksum); otherwise rows are positions 0..n−1, renumbered by a removal.
+    ``filters_inside``: ``search`` applies the :class:`NotEqual` filter itself; otherwise the
+    index drops the excluded hits and fetches more. ``files``: the roles of the data files the
+    store writes into the index folder (their names come from ``planned``)."""
+
+    stable_rows: bool
+    filters_inside: bool
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class StoreOptions:
-    """What an export is asked to build; ``describe`` is what the manifest records."""
+class Flag:
+    """One export option of a store: its flag, the option name ``parse_options`` receives, its
+    help, and for numbers its range (the one range system, ``reid.arguments.Bounded``)."""
 
-    backend: str = "faiss"
-    factory: str = "Flat"  # faiss
-    uri: str | None = None  # milvus
-    collection: str | None = None
-    index_type: str = "FLAT"
-    params: dict = field(default_factory=dict)
+    flag: str
+    option: str
+    help: str
+    metavar: str | None = None
+    kind: Bounded | None = None
 
-    def describe(self) -> str:
-        if self.backend == "faiss":
-            return self.factory
-        extra = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
-        return f"milvus:{self.index_type}" + (f"({extra})" if extra else "")
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Per-search knobs of approximate indexes: ``nprobe`` (IVF lists probed), ``ef`` (HNSW
+    candidate list); a store refuses the one that does not apply to its index."""
+
+    nprobe: int | None = None
+    ef: int | None = None
+
+
+#: no per-search knobs: the index's own defaults
+EXACT = SearchOptions()
+
+
+class StoreOptions(Protocol):
+    """What ``parse_options`` returns: the backend's name, and ``describe()``, the short string
+    the manifest records as ``factory`` (``Flat``, ``milvus:HNSW(M=16,…)``)."""
+
+    backend: str
+
+    def describe(self) -> str: ...
 
 
 class VectorStore(Protocol):
     """What ``GalleryIndex`` needs of a backend. Row ids are int64; searches return (scores,
     rows) arrays of shape (queries, k), rows −1 and scores −inf where fewer than k qualify."""
 
-    backend: str
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line for ``--backend``'s help
+    capabilities: ClassVar[Capabilities]
+    flags: ClassVar[tuple[Flag, ...]]
     dim: int
 
+    # -- options, checked before any work
+    @classmethod
+    def parse_options(cls, given: dict) -> StoreOptions: ...  # option → value or None
+
+    @classmethod
+    def check_target(cls, options, directory: Path | None, previous: dict | None, dim: int,
+                     count: int) -> None: ...  # fmt: skip
+
+    @classmethod
+    def check_search(cls, section: dict, search: SearchOptions) -> None: ...
+
+    @classmethod
+    def versions(cls) -> dict: ...  # library → version, recorded in the manifest
+
+    # -- lifecycle
+    @classmethod
+    def create(cls, options, dim: int, directory: Path | None, model_hash: str,
+               previous: dict | None) -> VectorStore: ...  # fmt: skip
+
+    @classmethod
+    def open(cls, directory: Path, manifest: dict, files: dict, writer: bool,
+             uri: str | None) -> VectorStore: ...  # fmt: skip
+
+    def check(self, directory: Path, rows: np.ndarray, manifest: dict, thorough: bool) -> None:
+        """Raise unless the store holds exactly the committed ``rows``."""
+
+    def recover(self, directory: Path, rows: np.ndarray) -> int: ...  # a dead writer's work
+
+    def planned(self, generation: str) -> dict: ...  # role → file ``save`` will write
+
+    def save(self, directory: Path, generation: str) -> dict: ...  # role → file written
+
+    def commit(self) -> None: ...  # the manifest naming this store's state is in
+
+    def abandon(self) -> None: ...  # what was written ahead of a manifest that never came
+
+    @classmethod
+    def release(cls, previous: dict, current: dict) -> str | None: ...  # a replaced section
+
+    def close(self) -> None: ...
+
+    # -- data
     def count(self) -> int: ...
 
     def add(self, vectors: np.ndarray, rows: np.ndarray, pids: np.ndarray, camids: np.ndarray,
-            paths: list[str]) -> None: ...  # fmt: skip
+            paths: list[str], progress: Callable | None = None) -> None: ...  # fmt: skip
 
-    def search(self, queries: np.ndarray, k: int, exclude: NotEqual | None = None,
-               nprobe: int | None = None, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]: ...  # fmt: skip
+    def remove(self, rows: np.ndarray, exact: np.ndarray | None) -> None: ...  # exact: kept copy
 
-    def remove(self, rows: np.ndarray) -> np.ndarray: ...  # the kept rows' new ids, in order
+    def search(self, queries: np.ndarray, k: int, exclude: NotEqual | None,
+               search: SearchOptions) -> tuple[np.ndarray, np.ndarray]: ...  # fmt: skip
 
     def vectors(self) -> np.ndarray | None: ...  # exact vectors in row order, or None
-
-    def save(self, directory: Path, generation: str) -> dict: ...  # role → file written
 
     def describe(self) -> dict: ...  # the manifest's "store" section
 
 
-def parse_store_options(
-    backend: str | None = None,
-    factory: str | None = None,
-    uri: str | None = None,
-    collection: str | None = None,
-    index_type: str | None = None,
-    params: str | dict | None = None,
-) -> StoreOptions:
-    """The export's backend options, checked before any work. ``None`` means not given: an
-    option given for a backend it does not apply to is refused with its flag's name."""
-    backend = backend or "faiss"
-    if backend not in BACKENDS:
-        raise StoreError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    given = {
-        "--index": factory,
-        "--uri": uri,
-        "--collection": collection,
-        "--milvus-index": index_type,
-        "--milvus-params": params,
-    }
-    applies = {
-        "faiss": {"--index"},
-        "milvus": {"--uri", "--collection", "--milvus-index", "--milvus-params"},
-    }
-    wrong = [
-        flag for flag, value in given.items() if value is not None and flag not in applies[backend]
-    ]
-    if wrong:
-        raise StoreError(f"{', '.join(wrong)}: does not apply to --backend {backend}")
-    if backend == "faiss":
-        return StoreOptions(backend="faiss", factory=factory if factory is not None else "Flat")
-    from .milvus_store import check_collection_name, check_uri
-
-    if uri is None or collection is None:
-        raise StoreError("--backend milvus needs --uri http://HOST:19530 and --collection NAME")
-    check_uri(uri)
-    check_collection_name(collection)
-    index_type = (index_type or "FLAT").upper()
-    if index_type not in MILVUS_INDEX_TYPES:
-        raise StoreError(
-            f"--milvus-index {index_type!r}: choose one of {', '.join(MILVUS_INDEX_TYPES)}"
-        )
-    return StoreOptions(
-        backend="milvus",
-        uri=uri,
-        collection=collection,
-        index_type=index_type,
-        params=_build_params(index_type, params),
-    )
+def ids_digest(rows: np.ndarray) -> str:
+    """SHA-256 of the sorted row ids: the manifest's check that a store's rows are unchanged."""
+    return hashlib.sha256(np.sort(np.asarray(rows, dtype="<i8")).tobytes()).hexdigest()
 
 
-def _build_params(index_type: str, given: str | dict | None) -> dict:
-    """``nlist=1024`` / ``M=16,efConstruction=200`` → typed, ranged build parameters."""
-    allowed = MILVUS_BUILD_PARAMS[index_type]
+def parse_pairs(flag: str, given: str | dict | None, allowed: dict[str, tuple], what: str) -> dict:
+    """``K=V[,K=V]`` (or a dict) → typed, ranged values: ``allowed`` maps each key to its
+    default and its range (``Bounded``); a key not allowed, a bad value or one out of range is
+    one :class:`StoreError` line naming ``flag`` (and ``what`` the keys belong to)."""
     if isinstance(given, str):
         pairs = {}
         for item in filter(None, (p.strip() for p in given.split(","))):
             key, sep, value = item.partition("=")
             if not sep:
-                raise StoreError(f"--milvus-params {given!r}: expected KEY=VALUE[,KEY=VALUE]")
+                raise StoreError(f"{flag} {given!r}: expected KEY=VALUE[,KEY=VALUE]")
             pairs[key.strip()] = value.strip()
         given = pairs
     given = dict(given or {})
     unknown = sorted(set(given) - set(allowed))
     if unknown:
         names = ", ".join(allowed) or "none"
-        raise StoreError(
-            f"--milvus-params {', '.join(unknown)}: not a parameter of {index_type} (its: {names})"
-        )
-    params = {}
-    for key, (default, low, high) in allowed.items():
+        raise StoreError(f"{flag} {', '.join(unknown)}: not a parameter of {what} (its: {names})")
+    values = {}
+    for key, (default, bounds) in allowed.items():
         value = given.get(key, default)
         try:
-            value = int(value)
-        except (TypeError, ValueError):
-            raise StoreError(f"--milvus-params {key}={value!r}: not an integer") from None
-        if not low <= value <= high:
-            raise StoreError(f"--milvus-params {key}={value}: must be in [{low}, {high}]")
-        params[key] = value
-    return params
-
-
-def check_search_options(manifest: dict, nprobe: int | None, ef: int | None) -> None:
-    """``--nprobe`` applies to IVF indexes, ``--ef`` to HNSW ones, of either backend."""
-    kind = str(manifest.get("factory", "Flat")).upper()
-    if nprobe is not None and "IVF" not in kind:
-        raise StoreError(f"--nprobe: applies to IVF indexes; this one is {manifest.get('factory')}")
-    if ef is not None and "HNSW" not in kind:
-        raise StoreError(f"--ef: applies to HNSW indexes; this one is {manifest.get('factory')}")
+            values[key] = bounds(str(value))
+        except Exception as exc:
+            raise StoreError(f"{flag} {key}={value}: {exc}") from None
+    return values

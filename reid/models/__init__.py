@@ -1,8 +1,8 @@
 """Embedding models: backbones (torchvision families, torchreid zoo), pooling, BNNeck, extractor,
-and checkpoint → model loading."""
+and the checkpoint reader (``reid.loading`` turns a checkpoint into its model)."""
 
 from .backbone import PretrainedWeightsError, build_backbone
-from .checkpoint import load_model, read_checkpoint
+from .checkpoint import read_checkpoint
 from .extractor import FeatureExtractor
 from .reid_model import ReIDModel
 
@@ -11,6 +11,5 @@ __all__ = [
     "FeatureExtractor",
     "build_backbone",
     "PretrainedWeightsError",
-    "load_model",
     "read_checkpoint",
 ]

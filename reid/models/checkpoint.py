@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from pydantic import Field
 
 from ..boundary import Open, parse
@@ -166,13 +165,6 @@ def _require_reid(checkpoint, path: Path) -> None:
         raise CheckpointError(f"{path}: not a reid training checkpoint (no module/config)")
 
 
-def stored_config(checkpoint: dict, path: str | Path) -> DictConfig:
-    """The checkpoint's config, validated against the schema like a user's config file."""
-    from ..config import config_from_dict  # the schema imports the engine, which imports us
-
-    return config_from_dict(checkpoint["config"], f"{path} (its stored config)")
-
-
 def prefixed(state: dict, prefix: str) -> dict:
     """The entries of ``state`` under ``prefix`` (e.g. ``model.``), with the prefix removed."""
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
@@ -191,15 +183,6 @@ def load_embedding_state(model: ReIDModel, state: dict, source: str) -> None:
         raise CheckpointError(
             f"{source}: weights do not match the checkpoint's model config ({str(exc).splitlines()[0]})"
         ) from None
-
-
-def load_model(path: str | Path) -> tuple[ReIDModel, DictConfig]:
-    """The embedding model of a training checkpoint (eval mode) and its resolved config."""
-    checkpoint = read_checkpoint(path)
-    cfg = stored_config(checkpoint, checkpoint_file(path))
-    model = build_embedding_model(cfg.model)
-    load_embedding_state(model, prefixed(checkpoint["module"], "model."), str(path))
-    return model.eval(), cfg
 
 
 def preprocessing(image_size) -> dict:

@@ -32,6 +32,8 @@ MAX_PIXELS = 40_000_000
 MAX_REQUEST_PIXELS = 64_000_000
 MAX_PROCESS_PIXELS = 256_000_000
 MIN_SIDE = (16, 8)  # height, width
+#: query or enrolment images per request
+MAX_FILES = 64
 
 
 class UploadError(Exception):
@@ -147,3 +149,21 @@ def _label(name: str | None) -> str:
     """The client's file name, for messages only (never used as a path)."""
     text = "".join(ch for ch in (name or "upload") if ch.isprintable())[:80]
     return repr(text)
+
+
+async def read_images(
+    files, limits: UploadLimits, reservation: Reservation
+) -> list[tuple[str, Image.Image]]:
+    """The uploaded files of one request, each checked and decoded (``decode``): at most
+    ``MAX_FILES``, each read up to one byte past its limit (so a bigger one is refused)."""
+    if not files:
+        raise UploadError(422, "no image uploaded")
+    if len(files) > MAX_FILES:
+        raise UploadError(413, f"{len(files)} files, at most {MAX_FILES} per request")
+    images = []
+    for upload in files:
+        data = await upload.read(limits.max_bytes + 1)
+        images.append(
+            (upload.filename or "upload", decode(data, upload.filename, limits, reservation))
+        )
+    return images

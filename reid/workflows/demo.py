@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.synthetic import SyntheticSpec, contact_sheet, generate
-from .evaluate import run_evaluation
-from .index import export_index, remove_from_index, search
+from .evaluate import Drawing, run_evaluation
+from .index import ExportOptions, export_index, remove_from_index, search
 from .train import train
 
 #: the demo's operating point, the most lenient one calibrated: with ~100 calibration queries
@@ -41,14 +41,14 @@ def run_demo(
     evaluation = run_evaluation(
         checkpoint=str(run_path / "best.pt"),
         out=str(run_path / "eval"),
-        ranked=6,
-        worst_first=False,
+        drawing=Drawing(ranked=6),
     )
     timings["evaluate_s"] = time.perf_counter() - t
     t = time.perf_counter()
     # calibrated on the synthetic test split itself (a deployment calibrates on its own labelled
     # data); thresholds for FAR 1e-1 … 1e-4 are stored and the search uses ``far``'s
-    export_index(str(run_path / "best.pt"), data, str(run_path / "index"), calibrate=data, far=far)
+    export_index(str(run_path / "best.pt"), data, str(run_path / "index"),
+                 ExportOptions(calibrate=data, far=far))  # fmt: skip
     # two queries: the one the model identifies most confidently in the evaluation above (right
     # at rank 1, with the highest true-match score), which should be matched, and one of
     # another identity that is then removed from the index ("forgotten"), which should be

@@ -14,8 +14,9 @@ import pandas as pd
 
 from ..data import arrays, load_dataset
 from ..errors import CheckpointError, ReidError
+from ..loading import load_model
 from ..models import FeatureExtractor
-from ..models.checkpoint import load_model, read_checkpoint
+from ..models.checkpoint import read_checkpoint
 
 
 def class_weights(checkpoint: dict, source: str) -> np.ndarray:

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..data import DatasetError, arrays, load_dataset
 from ..errors import ReidError
-from ..evaluation.feature_set import FeatureSet, labels
+from ..evaluation.feature_set import FeatureSet
 from ..evaluation.features_io import check_feature_suffix, load_features, save_features
 from ..evaluation.pipeline import evaluate_features, top_k
-from ..evaluation.plots import (
-    hit_caption,
-    plot_cmc,
-    plot_verification,
-    query_caption,
-    ranked_list_image,
-    save_ranked_lists,
-)
+from ..evaluation.plots import Hit, RankedList, draw_ranked_lists, plot_cmc, plot_verification
 from ..evaluation.verification import verification_metrics
+from ..loading import load_model
 from ..models import FeatureExtractor
-from ..models.checkpoint import load_model
 from ..outputs import OutputFolder, output_file
 
 EVALUATION_FILES = ("result.json", "cmc.png", "verification.png", "ranked_lists.png")
@@ -64,25 +58,53 @@ def top_k_scores(query, gallery, metric: str, q: int, neighbours: list[int]) -> 
     return list(-((b - a) ** 2).sum(1))
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How query and gallery are compared: the metric, the AP protocol, re-ranking, AQE."""
+
+    metric: str = "cosine"
+    ap: str = "torchreid"
+    rerank: bool = False
+    query_expansion: int = 0
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """How features are extracted from a checkpoint: flip averaging, device, batches."""
+
+    flip: bool = False
+    device: str | None = None
+    batch_size: int = 128
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """The ranked lists drawn: how many queries (0: none), hits each, worst AP first."""
+
+    ranked: int = 8
+    topk: int = 10
+    worst_first: bool = False
+
+
 def run_evaluation(
     *,
     checkpoint=None,
     data=None,
     features=None,
     out="runs/eval",
-    metric="cosine",
-    ap="torchreid",
-    rerank=False,
-    query_expansion=0,
-    flip=False,
-    device=None,
-    batch_size=128,
-    workers=2,
-    ranked=8,
-    topk=10,
-    worst_first=False,
+    scoring: Scoring = Scoring(),
+    extraction: Extraction = Extraction(),
+    drawing: Drawing = Drawing(),
     save_feature_file=None,
 ) -> dict:
+    metric, ap, rerank, query_expansion = (
+        scoring.metric, scoring.ap, scoring.rerank, scoring.query_expansion
+    )  # fmt: skip
+    flip, device, batch_size, workers = (
+        extraction.flip, extraction.device, extraction.batch_size, extraction.workers
+    )  # fmt: skip
+    ranked, topk, worst_first = drawing.ranked, drawing.topk, drawing.worst_first
     # every output name checked (free, or written by reid) before the feature extraction
     outputs = OutputFolder(out, "evaluate")
     outputs.prepare(EVALUATION_FILES)
@@ -117,9 +139,8 @@ def run_evaluation(
     )
     result.timings["extract_s"] = extract_s
     verification = verification_metrics(
-        query.features,
-        gallery.features,
-        *labels(query, gallery),
+        query,
+        gallery,
         metric=metric,
         device=device,
     )
@@ -154,27 +175,18 @@ def run_evaluation(
         valid = np.nonzero(result.first_hit > 0)[0]
         rows = valid[np.argsort(result.ap[valid], kind="stable")] if worst_first else valid
         rows = rows[:ranked]
-        lists = top_k(query, gallery, metric, topk, rows)
-        images = []
-        for q, nb in zip(rows, lists):
+        lists = []
+        for q, nb in zip(rows, top_k(query, gallery, metric, topk, rows)):
             nb = list(nb)
             scores = top_k_scores(query, gallery, metric, q, nb)
-            images.append(
-                ranked_list_image(
-                    query.paths[q],
-                    [gallery.paths[g] for g in nb],
-                    [bool(gallery.pids[g] == query.pids[q]) for g in nb],
-                    size,
-                    query_label=query_caption(
-                        query.paths[q], int(query.pids[q]), int(query.camids[q]), result.ap[q]
-                    ),
-                    hit_labels=[
-                        hit_caption(r + 1, scores[r], int(gallery.pids[g]), int(gallery.camids[g]))
-                        for r, g in enumerate(nb)
-                    ],
-                )
-            )
-        outputs.write("ranked_lists.png", lambda tmp: save_ranked_lists(images, str(tmp)))
+            hits = [
+                Hit(gallery.paths[g], scores[r], int(gallery.pids[g]), int(gallery.camids[g]),
+                    bool(gallery.pids[g] == query.pids[q]))
+                for r, g in enumerate(nb)
+            ]  # fmt: skip
+            lists.append(RankedList(query.paths[q], int(query.pids[q]), int(query.camids[q]),
+                                    hits, result.ap[q]))  # fmt: skip
+        outputs.write("ranked_lists.png", lambda tmp: draw_ranked_lists(lists, size, str(tmp)))
         files["ranked_lists"] = str(out / "ranked_lists.png")
     return {
         "result": result,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +11,13 @@ import numpy as np
 from ..atomic import json_safe
 from ..data import arrays, load_dataset
 from ..errors import ReidError
-from ..evaluation.plots import hit_caption, query_caption, ranked_list_image, save_ranked_lists
+from ..evaluation.feature_set import FeatureSet
+from ..evaluation.plots import Hit, RankedList, draw_ranked_lists
 from ..evaluation.verification import verification_metrics
-from ..index.faiss_store import parse_factory
-from ..index.gallery import GalleryIndex, IndexFormatError, check_index_target
+from ..index.gallery import GalleryIndex, IndexFormatError, check_index_target, read_manifest
 from ..index.sources import Embedder, gallery_records, image_folder_records
-from ..index.store import StoreOptions, check_search_options
+from ..index.store import EXACT, SearchOptions, StoreOptions
+from ..index.stores import manifest_store, parse_store_options, section, store_class
 from ..outputs import (
     ENROL_TOOL,
     OutputFolder,
@@ -31,24 +32,29 @@ CALIBRATED_FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 SEARCH_FILES = ("results.csv", "results.json", "results.png", "recall.json")
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """How ``export_index`` writes: the store and its options (``stores.parse_store_options``;
+    the default store when None; an append keeps the index's own), whether the exact vectors
+    are kept, whether recall is reported, the open-set calibration split and its rate."""
+
+    store: StoreOptions | None = None
+    keep_features: bool = False
+    report_recall: bool = False
+    calibrate: str | None = None
+    far: float = 1e-3
+
+
 def export_index(
     model: str,
     gallery: str,
     out: str,
-    factory: str = "Flat",
+    options: ExportOptions = ExportOptions(),
     append: bool = False,
-    keep_features: bool = False,
     device=None,
     batch_size: int = 64,
-    report_recall: bool = False,
-    calibrate: str | None = None,
-    far: float = 1e-3,
-    store: StoreOptions | None = None,
 ) -> dict:
     """Embed ``gallery`` with ``model`` into a new (or appended) index at ``out``.
-
-    ``store``: the backend and its options (``reid.index.store.parse_store_options``; FAISS
-    with ``factory`` when absent). An append keeps the index's own backend.
 
     ``calibrate``: a labelled split (Market-format root with query/ and bounding_box_test/, or a
     CSV manifest) embedded with the same model; the open-set thresholds at ``far`` and at every
@@ -60,6 +66,7 @@ def export_index(
     against the model's dimension and the gallery's size, and for ``append`` the index's model
     and dimension.
     """
+    calibrate, far = options.calibrate, options.far
     check_no_overlap(out, [gallery])
     check_index_target(out)
     probe_writable(out, "--out")
@@ -68,17 +75,12 @@ def export_index(
         if not 0 < far < 1:
             raise ReidError(f"--far {far}: must be between 0 and 1")
         calibration_set = calibration_split(calibrate)
-    store = store or StoreOptions(factory=factory)
-    if store.backend == "milvus" and not append:  # the server answers, the name is free or ours
-        from ..index.gallery import read_manifest, store_section
-        from ..index.milvus_store import MilvusStore
-
-        old = read_manifest(Path(out)) if Path(out).is_dir() else None
-        MilvusStore.check_target(
-            store,
-            store_section(old).get("physical") if old else None,
-            Path(out) if Path(out).is_dir() else None,
-        )
+    store = options.store or parse_store_options()
+    kind = store_class(store.backend)
+    old = read_manifest(Path(out)) if Path(out).is_dir() else None
+    previous = section(old) if old else None
+    if not append:  # what needs no model (a server that answers, a name that is free or ours)
+        kind.check_target(store, Path(out), previous, None, None)
     with lock_folder(out, "index export or removal", "--out"):
         index = GalleryIndex.load(out, writer=True) if append else None
         embedder = Embedder.open(model, device, batch_size)
@@ -95,8 +97,8 @@ def export_index(
                     f"{gallery}: all {len(records)} images are already in the index {out}; nothing to append"
                 )
             records = kept
-        elif store.backend == "faiss":
-            parse_factory(store.factory, embedder.dim, len(records))
+        else:  # what needs the model's dimension and the gallery's size
+            kind.check_target(store, Path(out), previous, embedder.dim, len(records))
         pids, camids = arrays(records)
         paths = [r.path for r in records]
         features = embedder(paths, progress=True)
@@ -112,10 +114,9 @@ def export_index(
                 directory=out,
                 model_hash=embedder.model_hash,
                 preprocessing=embedder.preprocessing,
-                keep_features=keep_features or report_recall,
+                keep_features=options.keep_features or options.report_recall,
             )
-        _finish_export(index, out, embedder, features, calibrate, calibration_set, far,
-                       report_recall)  # fmt: skip
+        _finish_export(index, out, embedder, features, options, calibration_set)
     return {
         "count": index.count,
         "added": len(records),
@@ -154,36 +155,31 @@ def remove_from_index(out: str, pids=(), paths_file: str | None = None) -> dict:
             "missing_paths": missing, "deleted_images": deleted}  # fmt: skip
 
 
-def _finish_export(index, out, embedder, features, calibrate, calibration_set, far, report_recall):
+def _finish_export(index, out, embedder, features, options: ExportOptions, calibration_set):
     """Calibrate, report recall and commit; on any failure a store that wrote ahead of the
     manifest (Milvus) undoes that write, so the collection stays as the committed manifest
     describes it."""
     try:
-        if calibrate is not None:
+        if options.calibrate is not None:
             index.manifest["calibration"] = calibrate_threshold(
-                embedder, calibration_set, far, calibrate
+                embedder, calibration_set, options.far, options.calibrate
             )
-        if report_recall:
+        if options.report_recall:
             sample = np.random.default_rng(0).choice(
                 len(features), size=min(1000, len(features)), replace=False
             )
             index.manifest["recall"] = index.recall_at(features[sample])
     except BaseException:
-        _abandon(index)
+        index.store.abandon()
         raise
     _save_or_abandon(index, out)
-
-
-def _abandon(index: GalleryIndex) -> None:
-    if hasattr(index.store, "abandon"):
-        index.store.abandon()
 
 
 def _save_or_abandon(index: GalleryIndex, out: str) -> None:
     try:
         index.save(out)
     except BaseException:
-        _abandon(index)
+        index.store.abandon()
         raise
 
 
@@ -207,12 +203,8 @@ def calibrate_threshold(embedder: Embedder, dataset, far: float, source: str) ->
     (q_pids, q_camids), (g_pids, g_camids) = arrays(dataset.query), arrays(dataset.gallery)
     fars = tuple(sorted({*CALIBRATED_FARS, far}, reverse=True))
     result = verification_metrics(
-        embedder([r.path for r in dataset.query]),
-        embedder([r.path for r in dataset.gallery]),
-        q_pids,
-        g_pids,
-        q_camids,
-        g_camids,
+        FeatureSet(embedder([r.path for r in dataset.query]), q_pids, q_camids),
+        FeatureSet(embedder([r.path for r in dataset.gallery]), g_pids, g_camids),
         fars=fars,
         fprs=(),
     )
@@ -278,6 +270,16 @@ def operating_point(
     raise ReidError(f"--far {far:g}: not calibrated for this index (stored: {stored})")
 
 
+@dataclass(frozen=True)
+class NoMatch:
+    """Which no-match threshold a search applies (``operating_point``): the calibration's by
+    default, another calibrated rate (``far``), an explicit ``threshold``, or ``none``."""
+
+    far: float | None = None
+    threshold: float | None = None
+    none: bool = False
+
+
 def search(
     index_dir: str,
     images: list[str],
@@ -287,17 +289,17 @@ def search(
     out: str | None = None,
     device=None,
     report_recall: bool = False,
-    nprobe: int | None = None,
-    far: float | None = None,
-    threshold: float | None = None,
-    no_threshold: bool = False,
-    ef: int | None = None,
+    knobs: SearchOptions = EXACT,
+    no_match: NoMatch = NoMatch(),
 ) -> dict:
-    """Embed the query images and search the index; every check before the embedding pass."""
+    """Embed the query images and search the index; every check before the embedding pass.
+    ``knobs``: the approximate index's per-search settings (``--nprobe``, ``--ef``)."""
+    nprobe, ef = knobs.nprobe, knobs.ef
+    far, threshold, no_threshold = no_match.far, no_match.threshold, no_match.none
     if topk < 1:
         raise IndexFormatError(f"--topk {topk}: must be at least 1")
     index = GalleryIndex.load(index_dir)
-    check_search_options(index.manifest, nprobe, ef)
+    manifest_store(index.manifest).check_search(section(index.manifest), SearchOptions(nprobe, ef))
     if model is None:
         raise ReidError("--checkpoint (or an exported model) is needed to embed the query images")
     point = operating_point(index.manifest, far, threshold, no_threshold)
@@ -330,27 +332,21 @@ def search(
             outputs.write_text("results.json", table.to_json(orient="records", indent=1)),
         ]
         size = tuple(index.manifest.get("preprocessing", {}).get("image_size", (128, 64)))
-        rows = []
+        lists = []
         for q, group in table.groupby("query"):
             known = q_pids[q] >= 0
-            matches = [bool(p == q_pids[q]) if known and p >= 0 else None for p in group["pid"]]
-            rows.append(
-                ranked_list_image(
-                    records[q].path,
-                    list(group["path"]),
-                    matches,
-                    size,
-                    query_label=query_caption(records[q].path, int(q_pids[q]), int(q_camids[q])),
-                    hit_labels=[
-                        hit_caption(int(r.rank), float(r.score), int(r.pid), int(r.camid))
-                        + (["match" if r.match else "below thr."] if "match" in group else [])
-                        for r in group.itertuples()
-                    ],
-                )
-            )
-        if rows:
+            hits = [
+                Hit(r.path, float(r.score), int(r.pid), int(r.camid),
+                    bool(r.pid == q_pids[q]) if known and r.pid >= 0 else None,
+                    ("match" if r.match else "below thr.") if "match" in group else None)
+                for r in group.itertuples()
+            ]  # fmt: skip
+            lists.append(RankedList(records[q].path, int(q_pids[q]), int(q_camids[q]), hits))
+        if lists:
             written.append(
-                outputs.write("results.png", lambda tmp: save_ranked_lists(rows[:16], str(tmp)))
+                outputs.write(
+                    "results.png", lambda tmp: draw_ranked_lists(lists[:16], size, str(tmp))
+                )
             )
         if "recall" in result:
             written.append(outputs.write_json("recall.json", result["recall"]))

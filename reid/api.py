@@ -47,13 +47,15 @@ def train(
     return train_config(cfg, None if output is None else str(output), overwrite, progress=False)[0]
 
 
-def load_model(path: str | Path, device: str | None = None, batch_size: int = 64) -> Embedder:
+def load_model(path: str | Path, device: str | None = None, batch_size: int = 64,
+               runtime: str | None = None) -> Embedder:  # fmt: skip
     """A reid checkpoint (``.pt`` or a run folder) or an exported model (``.pt2``, ``.onnx``
-    with its sidecar), ready to embed images."""
+    with its sidecar, fp32, bf16 or int8), ready to embed images; ``runtime``: what runs an
+    export (``torch``, ``onnxruntime``, ``openvino``; default: the one it was verified with)."""
     path = Path(path)
     if path.is_dir():
         path = path / ("best.pt" if (path / "best.pt").is_file() else "last.pt")
-    return Embedder.open(path, device, batch_size)
+    return Embedder.open(path, device, batch_size, runtime)
 
 
 def embed(model: Embedder | str | Path, images: Sequence[ImageLike]) -> np.ndarray:
@@ -100,12 +102,13 @@ def build_index(
     calibrate: str | Path | None = None,
     far: float = 1e-3,
     keep_features: bool = False,
+    runtime: str | None = None,
 ) -> GalleryIndex:
     """Embed ``gallery`` (a Market-format root, an image folder or a CSV manifest) into a new
     index at ``out``; ``calibrate``: a labelled split whose no-match thresholds are stored."""
     options = _index.ExportOptions(
         store=parse_store_options(factory=factory), keep_features=keep_features,
-        calibrate=None if calibrate is None else str(calibrate), far=far,
+        calibrate=None if calibrate is None else str(calibrate), far=far, runtime=runtime,
     )  # fmt: skip
     _index.export_index(str(model), str(gallery), str(out), options)
     return open_index(out)
@@ -128,11 +131,13 @@ def search(
     topk: int = 10,
     far: float | None = None,
     threshold: float | None = None,
+    runtime: str | None = None,
 ) -> pd.DataFrame:
     """The top-``topk`` hits of each query image (or folder of them): a table (query,
     query_path, rank, score, row, path, pid, camid, and ``match`` when a threshold applies:
     the index's calibrated one by default, ``far`` another calibrated rate, or ``threshold``)."""
     found = _index.search(str(index), [str(x) for x in images], str(model), topk,
+                          runs=_index.Runs(runtime=runtime),
                           no_match=_index.NoMatch(far, threshold))  # fmt: skip
     return found["table"]
 

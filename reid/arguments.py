@@ -100,6 +100,16 @@ def device(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
 
 
+def add_runtime(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnxruntime", "openvino"),
+        default=None,
+        help="what runs an exported model (.onnx: onnxruntime or openvino; default: the runtime "
+        "its export was verified with); a checkpoint runs on torch",
+    )
+
+
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",

@@ -95,7 +95,8 @@ def inside(kind: Bounded, text: str) -> bool:
 def parse(tool: str, option: str, value: str, capsys):
     parser = parser_of(tool)
     action = next(a for a in flags(parser) if option in a.option_strings)
-    argv = minimal_argv(parser, action) + [option, value]
+    repeat = action.nargs if isinstance(action.nargs, int) else 1  # e.g. --image-size H W
+    argv = minimal_argv(parser, action) + [option] + [value] * repeat
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

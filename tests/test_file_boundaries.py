@@ -367,8 +367,10 @@ def test_every_mutated_export_sidecar_is_refused_or_read(tmp_path):
     model = folder / "model.onnx"
     model.write_bytes(b"onnx")
     sidecar = folder / "model.onnx.json"
-    valid = {"format": "onnx", "image_size": [64, 32], "mean": [0.4, 0.4, 0.4],
-             "std": [0.2, 0.2, 0.2], "dim": 16, "source_hash": "ab", "output": "l2-normalised"}  # fmt: skip
+    valid = {"format": "onnx", "image_size": [64, 32], "mean": [0.485, 0.456, 0.406],
+             "std": [0.229, 0.224, 0.225], "dim": 16, "source_hash": "ab",
+             "output": "l2-normalised", "precision": "int8", "runtime": "openvino",
+             "calibration": {"folder": "/data", "crops": 64, "method": "m", "fp32_nodes": ["a"]}}  # fmt: skip
 
     write = json_writer(sidecar)
 

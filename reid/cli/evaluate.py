@@ -2,7 +2,7 @@
 
 import argparse
 
-from reid.arguments import Int, add_device
+from reid.arguments import Int, add_device, add_runtime
 from reid.config import add_setting_flag
 from reid.logging_utils import tool_main
 from reid.workflows.evaluate import Drawing, Extraction, Scoring, run_evaluation
@@ -17,7 +17,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--checkpoint", help="training checkpoint (best.pt / last.pt) or run folder"
+        "--checkpoint",
+        "--model",
+        help="training checkpoint (best.pt / last.pt), run folder, or an exported model (with --data)",
     )
     source.add_argument(
         "--features", help="npz/parquet with features, pids, camids, split (paths optional)"
@@ -38,6 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--flip", action="store_true", help="average features of image and mirror")
     add_device(parser)
+    add_runtime(parser)
     add_setting_flag(parser, "--batch-size", "eval.batch_size")
     add_setting_flag(parser, "--workers", "data.workers")
     parser.add_argument(
@@ -56,7 +59,7 @@ def main(args: argparse.Namespace) -> None:
         features=args.features,
         out=args.out,
         scoring=Scoring(args.metric, args.ap, args.rerank, args.aqe),
-        extraction=Extraction(args.flip, args.device, args.batch_size, args.workers),
+        extraction=Extraction(args.flip, args.device, args.batch_size, args.workers, args.runtime),
         drawing=Drawing(args.ranked, args.topk, args.worst_first),
         save_feature_file=args.save_features,
     )

@@ -2,7 +2,7 @@
 
 import argparse
 
-from reid.arguments import BATCH, PID, RATE, add_device
+from reid.arguments import BATCH, PID, RATE, add_device, add_runtime
 from reid.errors import ReidError
 from reid.index.stores import (
     add_store_arguments,
@@ -22,7 +22,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--out idx --index IVF256,PQ32 --report-recall",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--checkpoint", help="training checkpoint, or a .onnx/.ts embedding export")
+    parser.add_argument("--checkpoint", "--model",
+                        help="training checkpoint, or an exported model (.onnx, .pt2) with its sidecar")  # fmt: skip
     parser.add_argument("--gallery", help="Market-format root, image folder, or CSV manifest")
     parser.add_argument(
         "--out",
@@ -60,6 +61,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--remove-paths", metavar="FILE", help="remove the images listed (one path per line)"
     )
     add_device(parser)
+    add_runtime(parser)
     parser.add_argument("--batch-size", type=BATCH, default=64)
     return parser
 
@@ -86,7 +88,8 @@ def main(args: argparse.Namespace) -> None:
     store = None
     if not args.append:
         store = parse_store_options(args.store_backend, **store_arguments(args))
-    options = ExportOptions(store, args.keep_features, args.report_recall, args.calibrate, args.far)
+    options = ExportOptions(store, args.keep_features, args.report_recall, args.calibrate, args.far,
+                            args.runtime)  # fmt: skip
     info = export_index(args.checkpoint, args.gallery, args.out, options, args.append,
                         args.device, args.batch_size)  # fmt: skip
     print(

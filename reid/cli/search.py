@@ -2,10 +2,10 @@
 
 import argparse
 
-from reid.arguments import RATE, SCORE, TOPK, Int, add_device
+from reid.arguments import RATE, SCORE, TOPK, Int, add_device, add_runtime
 from reid.index.store import SearchOptions
 from reid.logging_utils import tool_main
-from reid.workflows.index import NoMatch, search
+from reid.workflows.index import NoMatch, Runs, search
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -17,7 +17,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="+", help="query image(s) or folder(s)")
     parser.add_argument("--index", required=True)
     parser.add_argument(
-        "--checkpoint", required=True, help="the model the index was built with (or its export)"
+        "--checkpoint",
+        "--model",
+        required=True,
+        help="the model the index was built with (a checkpoint, or an export of it)",
     )
     parser.add_argument("--topk", type=TOPK, default=10)
     parser.add_argument(
@@ -50,6 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--no-threshold", action="store_true", help="rank only: no match / no-match decision"
     )
     add_device(parser)
+    add_runtime(parser)
     return parser
 
 
@@ -61,12 +65,14 @@ def main(args: argparse.Namespace) -> None:
         args.topk,
         args.exclude_same_camera,
         args.out,
-        args.device,
+        Runs(args.device, args.runtime),
         args.report_recall,
         SearchOptions(args.nprobe, args.ef),
         NoMatch(args.far, args.threshold, args.no_threshold),
     )
     print(result["table"].to_string(index=False, formatters={"score": "{:.4f}".format}))
+    if result["embedding"].get("note"):
+        print(f"note: {result['embedding']['note']}")
     if "threshold" in result:
         c = result["threshold"]
         rate = f"FAR {c['far']:g}" if c.get("far") is not None else "explicit --threshold"

@@ -4,7 +4,7 @@ import argparse
 import ipaddress
 import os
 
-from reid.arguments import Float, Int, add_device
+from reid.arguments import Float, Int, add_device, add_runtime
 from reid.errors import ReidError
 from reid.logging_utils import tool_main
 from reid.service.client import TOKEN_ENV
@@ -18,7 +18,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--index", required=True, help="an index folder (reid export-index)")
-    parser.add_argument("--checkpoint", required=True, help="the model the index was built with")
+    parser.add_argument("--checkpoint", "--model", required=True,
+                        help="the model the index was built with (a checkpoint, or an export of "
+                        "it: the fastest verified one, e.g. an int8 .onnx)")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     parser.add_argument("--port", type=Int(0, 65535), default=8000)
     parser.add_argument(
@@ -36,6 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--enrol-dir", help="where enrolled images are written (default INDEX/enrolled)"
     )
     add_device(parser)
+    add_runtime(parser)
     return parser
 
 
@@ -77,9 +80,15 @@ def main(args: argparse.Namespace) -> None:
     import uvicorn
 
     from reid.service.app import ServiceSettings, create_app
+    from reid.workflows.index import compare_embedding
 
     app = create_app(ServiceSettings(args.index, args.checkpoint, token, args.device,
-                                     args.max_batch, args.max_wait_ms, args.enrol_dir))  # fmt: skip
+                                     args.max_batch, args.max_wait_ms, args.enrol_dir,
+                                     args.runtime))  # fmt: skip
+    service = app.state.service
+    found = compare_embedding(service.served.snapshot().manifest, service.embedder)
+    print(f"queries embedded on {found['queries']['runtime']} {found['queries']['precision']}"
+          + (f"; note: {found['note']}" if "note" in found else ""), flush=True)  # fmt: skip
     print(
         f"serving {args.index} at http://{args.host}:{args.port}/ (writes {'on' if token else 'off: no token'})",
         flush=True,

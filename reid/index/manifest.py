@@ -64,6 +64,13 @@ class Preprocessing(Open):
     )
 
 
+class Embedding(Strict):
+    """What embedded the index's vectors (indexes before runtimes: torch, fp32)."""
+
+    runtime: Literal["torch", "onnxruntime", "openvino"] = "torch"
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"
+
+
 class Manifest(Strict):
     format_version: Literal[1, 2]
     dim: int = Field(ge=1, le=65536)
@@ -83,6 +90,7 @@ class Manifest(Strict):
     next_row: int | None = Field(default=None, ge=0)
     removed: int | None = Field(default=None, ge=0)
     calibration: Calibration | None = None
+    embedding: Embedding | None = None
     recall: dict[str, Finite] | None = None
 
     @model_validator(mode="after")

@@ -6,28 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..data import load_dataset
 from ..data.market1501 import IMAGE_SUFFIXES, parse_name_or_unknown
 from ..data.records import DatasetError, ImageRecord
+from ..errors import ReidError
 from ..loading import load_model
 from ..models import FeatureExtractor
 from ..models.checkpoint import preprocessing
-from ..models.export import load_exported, read_sidecar
+from ..models.export import is_export, read_sidecar
+from ..models.runtime import RuntimeModule, choose_runtime, open_runtime
 from ..outputs import sha256
-
-
-class ExportedModule(nn.Module):
-    """An exported embedding model (``.pt2``, ``.onnx``, legacy ``.ts``) behind the
-    ``nn.Module`` interface the extractor batches through."""
-
-    def __init__(self, path: Path):
-        super().__init__()
-        self.run = load_exported(path)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.run(images.contiguous())))
 
 
 class Embedder:
@@ -38,26 +27,42 @@ class Embedder:
     the embeddings come from (an export records it in its sidecar).
     """
 
-    def __init__(self, extractor: FeatureExtractor, image_size, model_hash: str):
+    def __init__(self, extractor: FeatureExtractor, image_size, model_hash: str,
+                 runtime: str = "torch", precision: str = "fp32"):  # fmt: skip
         self.extractor, self.image_size, self.model_hash = extractor, tuple(image_size), model_hash
+        self.runtime, self.precision = runtime, precision
 
     @classmethod
-    def open(cls, path: str | Path, device: str | None = None, batch_size: int = 64) -> Embedder:
+    def open(cls, path: str | Path, device: str | None = None, batch_size: int = 64,
+             runtime: str | None = None) -> Embedder:  # fmt: skip
+        """``runtime``: for an export, the runtime to run it on (default: the one its export
+        was verified with, else the format's); a checkpoint runs on torch."""
         path = Path(path)
         if not path.is_file():
             raise DatasetError(f"{path}: model file not found")
-        if path.suffix in (".onnx", ".ts", ".pt2") or Path(f"{path}.json").is_file():
+        if is_export(path):
             meta = read_sidecar(path)
-            module, device = ExportedModule(path), "cpu"
+            chosen = choose_runtime(path, meta.precision, runtime, meta.runtime)
+            module = RuntimeModule(open_runtime(path, chosen, meta.precision))
             extractor = FeatureExtractor(
-                module, tuple(meta.image_size), device, batch_size, source=str(path)
+                module, tuple(meta.image_size), "cpu", batch_size, source=str(path)
             )
-            return cls(extractor, meta.image_size, meta.source_hash)
+            return cls(extractor, meta.image_size, meta.source_hash, chosen, meta.precision)
+        if runtime not in (None, "torch"):
+            raise ReidError(
+                f"--runtime {runtime}: a training checkpoint runs on torch; export it first "
+                f"(reid export-model --checkpoint {path} --out model.onnx)"
+            )
         model, cfg = load_model(path)
         extractor = FeatureExtractor(
             model, tuple(cfg.data.image_size), device, batch_size, source=str(path)
         )
         return cls(extractor, cfg.data.image_size, sha256(path))
+
+    @property
+    def embedding(self) -> dict:
+        """What embeds: the runtime and precision (recorded in an index's manifest)."""
+        return {"runtime": self.runtime, "precision": self.precision}
 
     def __call__(self, paths, progress: bool = False) -> np.ndarray:
         records = [ImageRecord(str(p), -1, -1, "gallery") for p in paths]

@@ -94,6 +94,12 @@ def plain(value):
 _TENSOR_DTYPE = {"u": np.int64}
 
 
+def load_safely(path: Path):
+    """``torch.load`` with ``weights_only=True``: tensors, containers and plain types; a file
+    that would import other globals is refused in one line naming them (never run)."""
+    return _open(Path(path))
+
+
 def _open(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

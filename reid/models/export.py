@@ -14,6 +14,7 @@ L2-normalised embeddings ``(N, D)``; the batch axis is dynamic. A JSON sidecar
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -29,6 +30,7 @@ from ..data.transforms import MEAN, STD
 from ..errors import ReidError
 from ..optional import require
 from ..outputs import output_file
+from .runtime import choose_runtime, open_runtime
 
 TOLERANCE = 1e-4
 FORMATS = {".pt2": "torch.export", ".onnx": "onnx", ".ts": "torchscript"}
@@ -71,7 +73,7 @@ class NormalizedEmbedding(nn.Module):
         return F.normalize(self.model(images), dim=1)
 
 
-def _sidecar(image_size, dim: int, source_hash: str, fmt: str) -> str:
+def _sidecar(image_size, dim: int, source_hash: str, fmt: str, extra: dict | None = None) -> str:
     return json_text(
         {
             "format": fmt,
@@ -81,9 +83,43 @@ def _sidecar(image_size, dim: int, source_hash: str, fmt: str) -> str:
             "dim": dim,
             "source_hash": source_hash,
             "output": "l2-normalised",
+            "precision": "fp32",
+            **(extra or {}),
         },
         indent=2,
     )
+
+
+class Scores(Strict):
+    rank1: Finite
+    mAP: Finite
+
+
+class Verification(Strict):
+    """What an export's reduced precision costs, measured when it was made: R1 / mAP of the
+    fp32 model and of this one on a labelled split, the top-10 overlap of their rankings and
+    the worst cosine gap between the two embeddings of one image."""
+
+    split: str
+    runtime: str
+    queries: int = Field(ge=0)
+    gallery: int = Field(ge=0)
+    fp32: Scores
+    reduced: Scores
+    map_loss: Finite
+    max_map_loss: Finite
+    top10_overlap: Finite
+    worst_cosine_gap: Finite
+
+
+class CalibrationRecord(Strict):
+    """How an int8 export was calibrated: on which folder, how many crops, the method, and the
+    nodes kept in fp32 (mixed precision, by measured sensitivity)."""
+
+    folder: str
+    crops: int = Field(ge=1)
+    method: str
+    fp32_nodes: list[str] = Field(default_factory=list)
 
 
 class Sidecar(Strict):
@@ -98,6 +134,10 @@ class Sidecar(Strict):
     dim: int = Field(ge=1, le=65536)
     source_hash: str = ""
     output: Literal["l2-normalised"]
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"  # sidecars before precision: fp32
+    runtime: Literal["torch", "onnxruntime", "openvino"] | None = None  # verified with
+    verification: Verification | None = None
+    calibration: CalibrationRecord | None = None
 
 
 def read_sidecar(path: str | Path) -> Sidecar:
@@ -105,36 +145,48 @@ def read_sidecar(path: str | Path) -> Sidecar:
     sidecar = Path(f"{path}.json")
     if not sidecar.is_file():
         raise ExportError(f"{sidecar}: missing (export with reid export-model)")
-    return parse(Sidecar, read_json(sidecar, ExportError, "export sidecar"), sidecar, ExportError)
+    meta = parse(Sidecar, read_json(sidecar, ExportError, "export sidecar"), sidecar, ExportError)
+    if not (np.allclose(meta.mean, MEAN) and np.allclose(meta.std, STD)):
+        raise ExportError(
+            f"{sidecar}: field mean/std: {meta.mean} / {meta.std}; the embedding path normalises "
+            f"with ImageNet's ({MEAN} / {STD}), so every runtime sees the tensors it was made for"
+        )
+    return meta
 
 
 def _dynamic_batch():
     return {"images": {0: torch.export.Dim("batch", min=1, max=65536)}}
 
 
-def load_exported(path: str | Path):
-    """A callable ``images (N, 3, H, W) float32 tensor → embeddings (N, D) numpy`` for an export."""
-    path = Path(path)
-    if path.suffix == ".pt2":
-        module = torch.export.load(str(path)).module()
-        return lambda x: module(x).detach().numpy()
-    if path.suffix == ".onnx":
-        require("onnxruntime", f"{path} (an ONNX model)")
-        import onnxruntime  # optional at import time: only ONNX exports need it
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` names an exported model (by its suffix, or a sidecar beside it)."""
+    return Path(path).suffix in FORMATS or Path(f"{path}.json").is_file()
 
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda x: session.run(None, {"images": x.numpy()})[0]
-    if path.suffix == ".ts":
-        module = torch.jit.load(str(path), map_location="cpu").eval()
-        return lambda x: module(x).detach().numpy()
-    raise ExportError(f"{path}: export format from the suffix: .pt2, .onnx or .ts (legacy)")
+
+def load_exported(path: str | Path, runtime: str | None = None):
+    """A callable ``images (N, 3, H, W) float32 tensor → embeddings (N, D) numpy`` for an export
+    (its sidecar's precision; the runtime asked for, or the one it was verified with)."""
+    path = Path(path)
+    sidecar = read_sidecar(path) if Path(f"{path}.json").is_file() else None
+    precision = sidecar.precision if sidecar else "fp32"
+    chosen = choose_runtime(path, precision, runtime, sidecar.runtime if sidecar else None)
+    return open_runtime(path, chosen, precision)
 
 
 def export_model(
-    model: nn.Module, path: str | Path, image_size, source_hash: str = "", check_batch: int = 3
+    model: nn.Module,
+    path: str | Path,
+    image_size,
+    source_hash: str = "",
+    check_batch: int = 3,
+    reduce: Callable[[Path, Path], dict] | None = None,
 ) -> float:
     """Export to ``.pt2``, ``.onnx`` or legacy ``.ts``; returns the max abs difference to PyTorch
     on a batch of another size than the one traced (the batch axis is dynamic).
+
+    ``reduce(fp32_file, final_file) -> sidecar fields``: turns the checked fp32 export into the
+    final file at reduced precision (and verifies it); raising refuses the export, and nothing
+    is written.
 
     The export is made under its final name in a staging folder beside the target (so that ONNX
     external data, ``NAME.onnx.data``, is named after the final file), checked, then each file
@@ -153,17 +205,21 @@ def export_model(
         path.parent.mkdir(parents=True, exist_ok=True)
         staging.mkdir()
         staged = staging / name
+        converted = staged
+        if reduce is not None:  # the fp32 export, apart: the reduced one takes the final name
+            (staging / "fp32").mkdir()
+            converted = staging / "fp32" / name
         with torch.no_grad():
             if path.suffix == ".pt2":
                 program = torch.export.export(wrapped, (example,), dynamic_shapes=_dynamic_batch())
-                torch.export.save(program, str(staged))
+                torch.export.save(program, str(converted))
             elif path.suffix == ".onnx":
                 for module in ("onnx", "onnxscript", "onnxruntime"):
                     require(module, f"--out {path} (ONNX export)")
                 torch.onnx.export(
                     wrapped,
                     (example,),
-                    str(staged),
+                    str(converted),
                     input_names=["images"],
                     output_names=["embeddings"],
                     dynamic_shapes=_dynamic_batch(),
@@ -171,13 +227,17 @@ def export_model(
                     verbose=False,
                 )
             else:
-                torch.jit.trace(wrapped, example).save(str(staged))
-            produced = load_exported(staged)(check)
+                torch.jit.trace(wrapped, example).save(str(converted))
+            produced = load_exported(converted)(check)
         difference = float(np.abs(produced - reference).max())
         if difference >= TOLERANCE:
             raise ExportError(
                 f"{path}: exported model differs from PyTorch by {difference:.2e} (>= {TOLERANCE})"
             )
+        fields = {}
+        if reduce is not None:
+            fields = reduce(converted, staged)
+            shutil.rmtree(staging / "fp32")
         extra = sorted(p.name for p in staging.iterdir() if p.name != name)
         unexpected = [n for n in extra if n not in export_names(path)]
         if unexpected:
@@ -188,7 +248,7 @@ def export_model(
         if path.suffix == ".onnx" and stale not in extra:
             folder.remove([stale])  # an earlier export's data this model no longer uses
         folder.write_text(f"{name}.json", _sidecar(image_size, reference.shape[1], source_hash,
-                                                   FORMATS[path.suffix]))  # fmt: skip
+                                                   FORMATS[path.suffix], fields))  # fmt: skip
     except (OSError, RuntimeError) as exc:  # a full disk while the exporter writes, say
         error = user_error(exc, path)
         if error is None:

@@ -71,9 +71,10 @@ class FeatureExtractor:
             out.append(self.embed_batch(torch.stack(batch)).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
-    def extract_records(self, records: list[ImageRecord], progress: bool = False) -> np.ndarray:
-        """Embeddings of dataset records through a multi-worker DataLoader (order preserved)."""
-        loader = DataLoader(
+    def loader(self, records: list[ImageRecord]) -> DataLoader:
+        """The records, read and preprocessed in batches (order preserved): the tensors every
+        model and runtime embeds (and an int8 export is calibrated on)."""
+        return DataLoader(
             ImageDataset(records, self.transform),
             batch_size=self.batch_size,
             shuffle=False,
@@ -81,6 +82,10 @@ class FeatureExtractor:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
+
+    def extract_records(self, records: list[ImageRecord], progress: bool = False) -> np.ndarray:
+        """Embeddings of dataset records through a multi-worker DataLoader (order preserved)."""
+        loader = self.loader(records)
         out = [
             self.embed_batch(images).cpu()
             for images, *_ in tqdm(

@@ -68,7 +68,8 @@ def error_status(exc: ReidError) -> int:
 
 def open_service(settings: ServiceSettings) -> Service:
     """Load the model and the index once and check they belong together."""
-    embedder = Embedder.open(settings.checkpoint, settings.device, max(settings.max_batch, 1))
+    embedder = Embedder.open(settings.checkpoint, settings.device, max(settings.max_batch, 1),
+                             settings.runtime)  # fmt: skip
     served = ServedGallery(settings.index, settings.enrol_dir, check=lambda index: (
         index.check_compatible(embedder.dim, "cosine", embedder.model_hash or None)))  # fmt: skip
     batcher = MicroBatcher(embedder.extractor, settings.max_batch, settings.max_wait_ms)

@@ -35,6 +35,7 @@ class ServiceSettings:
     max_batch: int = 16
     max_wait_ms: float = 5.0
     enrol_dir: str | None = None
+    runtime: str | None = None  # an exported model's runtime
     limits: UploadLimits = field(default_factory=UploadLimits)
 
 

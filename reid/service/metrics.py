@@ -38,6 +38,9 @@ class Stats:
         self._requests.labels(route, f"{status // 100}xx").inc()
         self._latency.labels(route).observe(seconds)
 
+    def decoded(self, images: int, seconds: float) -> None:
+        self.timing["decode_per_image"].append(seconds / max(images, 1))
+
     def embedded(self, images: int, per_image_s: float, search_s: float) -> None:
         self.timing["embed_per_image"].append(per_image_s)
         self.timing["search"].append(search_s)

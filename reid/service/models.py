@@ -27,6 +27,8 @@ class GalleryInfo(BaseModel):
     default_far: float | None
     operating_points: list[OperatingPoint]
     writes: bool
+    embedding: dict[str, str] = Field(description="what embedded the index: runtime, precision")
+    queries_embedding: dict[str, str] = Field(description="what embeds the queries here")
 
 
 class IdentityImage(BaseModel):

@@ -17,24 +17,43 @@ from ..evaluation.plots import Hit, RankedList, draw_ranked_lists, plot_cmc, plo
 from ..evaluation.verification import verification_metrics
 from ..loading import load_model
 from ..models import FeatureExtractor
+from ..models.export import is_export, read_sidecar
+from ..models.runtime import RuntimeModule, choose_runtime, open_runtime
 from ..outputs import OutputFolder, output_file
 
 EVALUATION_FILES = ("result.json", "cmc.png", "verification.png", "ranked_lists.png")
 
 
 def features_from_checkpoint(
-    checkpoint: str, data: str | None, device: str | None, flip: bool, batch_size: int, workers: int
+    checkpoint: str, data: str | None, extraction: Extraction
 ) -> tuple[FeatureSet, FeatureSet, tuple]:
-    model, cfg = load_model(checkpoint)
-    # evaluation reads query and gallery only (a test-only folder is fine); the run's own data
-    # is read the way the run read it (its data.kind), another root is auto-detected
-    dataset = load_dataset(data or cfg.data.root, "auto" if data else cfg.data.kind, False)
+    """Query and gallery features of ``data`` (default: the checkpoint's dataset) by a
+    checkpoint on torch, or by an exported model on its runtime (``extraction.runtime``)."""
+    device = extraction.device
+    if is_export(checkpoint):
+        if data is None:
+            raise ReidError(
+                f"--data: {checkpoint} is an exported model; name the split to evaluate"
+            )
+        meta = read_sidecar(checkpoint)
+        runtime = choose_runtime(Path(checkpoint), meta.precision, extraction.runtime, meta.runtime)
+        model = RuntimeModule(open_runtime(checkpoint, runtime, meta.precision))
+        root, kind, size, device = data, "auto", tuple(meta.image_size), "cpu"
+    else:
+        if extraction.runtime not in (None, "torch"):
+            raise ReidError(f"--runtime {extraction.runtime}: a training checkpoint runs on torch; "
+                            "export it first (reid export-model)")  # fmt: skip
+        model, cfg = load_model(checkpoint)
+        # the run's own data is read the way the run read it (its data.kind), another root is
+        # auto-detected
+        root, kind = data or cfg.data.root, "auto" if data else cfg.data.kind
+        size = tuple(cfg.data.image_size)
+    # evaluation reads query and gallery only (a test-only folder is fine)
+    dataset = load_dataset(root, kind, False)
     if not dataset.query or not dataset.gallery:
-        raise DatasetError(f"{data or cfg.data.root}: needs query and gallery images to evaluate")
-    size = tuple(cfg.data.image_size)
-    extractor = FeatureExtractor(
-        model, size, device, batch_size, workers, flip, source=str(checkpoint)
-    )
+        raise DatasetError(f"{root}: needs query and gallery images to evaluate")
+    extractor = FeatureExtractor(model, size, device, extraction.batch_size, extraction.workers,
+                                 extraction.flip, source=str(checkpoint))  # fmt: skip
     sets = []
     for records in (dataset.query, dataset.gallery):
         pids, camids = arrays(records)
@@ -76,6 +95,7 @@ class Extraction:
     device: str | None = None
     batch_size: int = 128
     workers: int = 2
+    runtime: str | None = None  # an exported model's runtime
 
 
 @dataclass(frozen=True)
@@ -101,9 +121,7 @@ def run_evaluation(
     metric, ap, rerank, query_expansion = (
         scoring.metric, scoring.ap, scoring.rerank, scoring.query_expansion
     )  # fmt: skip
-    flip, device, batch_size, workers = (
-        extraction.flip, extraction.device, extraction.batch_size, extraction.workers
-    )  # fmt: skip
+    device = extraction.device
     ranked, topk, worst_first = drawing.ranked, drawing.topk, drawing.worst_first
     # every output name checked (free, or written by reid) before the feature extraction
     outputs = OutputFolder(out, "evaluate")
@@ -119,9 +137,7 @@ def run_evaluation(
     if features:
         query, gallery = load_features(features)
     elif checkpoint:
-        query, gallery, size = features_from_checkpoint(
-            checkpoint, data, device, flip, batch_size, workers
-        )
+        query, gallery, size = features_from_checkpoint(checkpoint, data, extraction)
     else:
         raise ReidError("give --checkpoint (with --data or the checkpoint's dataset) or --features")
     extract_s = time.perf_counter() - start

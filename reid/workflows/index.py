@@ -43,6 +43,7 @@ class ExportOptions:
     report_recall: bool = False
     calibrate: str | None = None
     far: float = 1e-3
+    runtime: str | None = None  # an exported model's runtime (default: the one it was verified on)
 
 
 def export_index(
@@ -83,12 +84,18 @@ def export_index(
         kind.check_target(store, Path(out), previous, None, None)
     with lock_folder(out, "index export or removal", "--out"):
         index = GalleryIndex.load(out, writer=True) if append else None
-        embedder = Embedder.open(model, device, batch_size)
+        embedder = Embedder.open(model, device, batch_size, options.runtime)
         # absolute paths: search results open the images from any working directory
         records = [replace(r, path=os.path.abspath(r.path)) for r in gallery_records(gallery)]
         skipped = 0
         if append:
             index.check_compatible(embedder.dim, "cosine", embedder.model_hash or None)
+            if embedding_of(index.manifest) != embedder.embedding:
+                raise IndexFormatError(
+                    f"{out}: its vectors were embedded on {_described(embedding_of(index.manifest))}, "
+                    f"this model runs on {_described(embedder.embedding)}: append with the same "
+                    "runtime and precision, so that one index holds one kind of vector"
+                )
             known = set(index.metadata["path"].map(os.path.abspath))
             kept = [r for r in records if r.path not in known]
             skipped = len(records) - len(kept)
@@ -116,6 +123,7 @@ def export_index(
                 preprocessing=embedder.preprocessing,
                 keep_features=options.keep_features or options.report_recall,
             )
+            index.manifest["embedding"] = embedder.embedding
         _finish_export(index, out, embedder, features, options, calibration_set)
     return {
         "count": index.count,
@@ -181,6 +189,29 @@ def _save_or_abandon(index: GalleryIndex, out: str) -> None:
     except BaseException:
         index.store.abandon()
         raise
+
+
+def embedding_of(manifest: dict) -> dict:
+    """What embedded an index (an index written before runtimes: torch, fp32)."""
+    return {"runtime": "torch", "precision": "fp32", **(manifest.get("embedding") or {})}
+
+
+def _described(embedding: dict) -> str:
+    return f"{embedding['runtime']} {embedding['precision']}"
+
+
+def compare_embedding(manifest: dict, embedder: Embedder) -> dict:
+    """The index's embedding and the queries': another runtime or precision of the same model
+    (the model hash was checked) is allowed and reported, with what its export verified."""
+    index, queries = embedding_of(manifest), embedder.embedding
+    found = {"index": index, "queries": queries, "same": index == queries}
+    if not found["same"]:
+        found["note"] = (
+            f"the index was embedded on {_described(index)}, the queries on "
+            f"{_described(queries)}: the same model; how far the two agree is what the reduced "
+            "export measured when it was made (its sidecar's verification)"
+        )
+    return found
 
 
 def calibration_split(source: str):
@@ -271,6 +302,14 @@ def operating_point(
 
 
 @dataclass(frozen=True)
+class Runs:
+    """Where the query model runs: a checkpoint's torch ``device``, an export's ``runtime``."""
+
+    device: str | None = None
+    runtime: str | None = None
+
+
+@dataclass(frozen=True)
 class NoMatch:
     """Which no-match threshold a search applies (``operating_point``): the calibration's by
     default, another calibrated rate (``far``), an explicit ``threshold``, or ``none``."""
@@ -287,7 +326,7 @@ def search(
     topk: int = 10,
     exclude_same_camera=False,
     out: str | None = None,
-    device=None,
+    runs: Runs = Runs(),
     report_recall: bool = False,
     knobs: SearchOptions = EXACT,
     no_match: NoMatch = NoMatch(),
@@ -312,13 +351,14 @@ def search(
     if out:
         outputs = OutputFolder(out, "search")
         outputs.prepare(SEARCH_FILES)
-    embedder = Embedder.open(model, device)
+    embedder = Embedder.open(model, runs.device, runtime=runs.runtime)
     index.check_compatible(embedder.dim, "cosine", embedder.model_hash or None)
+    embedding = compare_embedding(index.manifest, embedder)
     features = embedder([r.path for r in records])
     q_pids, q_camids = arrays(records)
     table = index.search(features, topk, q_camids, exclude_same_camera, nprobe, ef)
     table.insert(1, "query_path", [records[q].path for q in table["query"]])
-    result = {"table": table, "no_match": []}
+    result = {"table": table, "no_match": [], "embedding": embedding}
     if point is not None:
         table["match"] = table["score"] > point["threshold"]
         result["threshold"] = point

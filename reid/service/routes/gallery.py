@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from PIL import Image
 
 from ...data.images import to_rgb
+from ...workflows.index import embedding_of
 from ..context import Served, UploadRoute, read_access, write_access
 from ..models import Enrolled, GalleryInfo, Identity, OperatingPoint, Removed, RemoveRequest
 from ..uploads import read_images
@@ -39,6 +40,8 @@ def gallery_info(app: Served) -> GalleryInfo:
             for p in calibration.get("operating_points", [])
         ],  # fmt: skip
         writes=app.settings.token is not None,
+        embedding=embedding_of(manifest),
+        queries_embedding=app.embedder.embedding,
     )
 
 
@@ -82,7 +85,12 @@ async def enrol(
     pid: int = Form(..., ge=0, le=10**9),
     camid: int = Form(..., ge=0, le=8, description="0-based camera of these images"),
 ):
-    app.served.snapshot()  # an index the disk holds but this server cannot serve: 503
+    index = app.served.snapshot()  # an index the disk holds but this server cannot serve: 503
+    if embedding_of(index.manifest) != app.embedder.embedding:
+        held, here = embedding_of(index.manifest), app.embedder.embedding
+        raise HTTPException(409, f"the index holds {held['runtime']} {held['precision']} vectors, "
+                            f"this server embeds on {here['runtime']} {here['precision']}: one "
+                            "index holds one kind of vector; enrol with the index's model")  # fmt: skip
     reservation = app.pixels.request()
     try:
         images = [image for _, image in await read_images(files, app.settings.limits, reservation)]

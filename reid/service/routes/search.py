@@ -44,11 +44,13 @@ async def search(
 
 async def _answer(app, index, point, files, topk, exclude_same_camera, camid, reservation):
     app.batcher.expect()
+    start = time.perf_counter()
     try:
         images = await read_images(files, app.settings.limits, reservation)
     except BaseException:
         app.batcher.cancel()
         raise
+    app.stats.decoded(len(images), time.perf_counter() - start)
     start = time.perf_counter()
     features = await asyncio.wrap_future(
         app.batcher.submit([image for _, image in images], expected=True)

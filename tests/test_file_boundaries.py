@@ -179,9 +179,13 @@ def test_every_mutated_index_manifest_is_refused_or_read_and_deletes_nothing(sma
     from reid.workflows.index import remove_from_index
 
     path = small_index / "manifest.json"
-    valid = json.loads(path.read_text())
+    valid = {
+        **json.loads(path.read_text()),
+        "embedding": {"runtime": "openvino", "precision": "int8"},
+    }
 
     write = json_writer(path)
+    write(valid)
 
     def read():
         GalleryIndex.load(small_index)
@@ -370,7 +374,12 @@ def test_every_mutated_export_sidecar_is_refused_or_read(tmp_path):
     valid = {"format": "onnx", "image_size": [64, 32], "mean": [0.485, 0.456, 0.406],
              "std": [0.229, 0.224, 0.225], "dim": 16, "source_hash": "ab",
              "output": "l2-normalised", "precision": "int8", "runtime": "openvino",
-             "calibration": {"folder": "/data", "crops": 64, "method": "m", "fp32_nodes": ["a"]}}  # fmt: skip
+             "calibration": {"folder": "/data", "crops": 64, "method": "m", "fp32_nodes": ["a"]},
+             "verification": {"split": "s", "runtime": "openvino", "queries": 3, "gallery": 9,
+                              "fp32": {"rank1": 90.0, "mAP": 80.0},
+                              "reduced": {"rank1": 89.0, "mAP": 79.5}, "map_loss": 0.5,
+                              "max_map_loss": 1.0, "top10_overlap": 0.9,
+                              "worst_cosine_gap": 0.01}}  # fmt: skip
 
     write = json_writer(sidecar)
 

@@ -214,3 +214,19 @@ def test_the_service_serves_an_export_and_says_what_embeds(
         refused.status_code == 409
         and "one index holds one kind of vector" in refused.json()["detail"]
     )
+
+
+def test_evaluate_runs_an_export_on_its_runtime(exports, tiny_checkpoint, synthetic_root, tmp_path):
+    """``reid evaluate --model m.onnx --runtime openvino --data SPLIT`` gives the checkpoint's
+    numbers (fp32: the same embeddings within 1e-5); an export without ``--data`` is one line."""
+    from reid.workflows.evaluate import Extraction, run_evaluation
+
+    eager = run_evaluation(checkpoint=str(tiny_checkpoint), data=str(synthetic_root),
+                           out=str(tmp_path / "a"))["result"]  # fmt: skip
+    exported = run_evaluation(checkpoint=str(exports["fp32.onnx"]), data=str(synthetic_root),
+                              out=str(tmp_path / "b"),
+                              extraction=Extraction(runtime="openvino"))["result"]  # fmt: skip
+    assert exported.mAP == pytest.approx(eager.mAP, abs=1e-4)
+    assert exported.rank(1) == pytest.approx(eager.rank(1), abs=1e-2)
+    with pytest.raises(ReidError, match="--data: .* is an exported model; name the split"):
+        run_evaluation(checkpoint=str(exports["fp32.onnx"]), out=str(tmp_path / "c"))

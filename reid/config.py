@@ -145,18 +145,25 @@ class LossConfig:
     center: float = setting(0.0, "center-loss weight (BoT: 5e-4; 0: off)", Float(0, BIG))
 
 
-@dataclass
-class SamplerConfig:
-    name: str = setting(
-        "pk",
-        "how identities are drawn (pk: P×K batches; balanced, power, "
-        "repeat: imbalance samplers; random)",
-        choices=(*SAMPLERS, "random"),
-    )
-    batch_size: int = setting(64, "images per batch", BATCH)
-    num_instances: int = setting(4, "K: images per identity in a batch", Int(1, 1024))
-    power: float = setting(0.5, "power: identity weights ∝ count^power", Float(0, 10))
-    repeat_threshold: float = setting(0.01, "repeat: LVIS repeat-factor threshold t", Float(0, 1))
+def _sampler_config():
+    """The ``sampler:`` section: the choice and the batch shape, declared here, and each
+    sampler's own settings, declared in its class (``OPTIONS``) in ``data/samplers.py``."""
+    own = [
+        ("name", str, setting("pk", "how identities are drawn (pk: P×K batches; balanced, power, "
+                              "repeat: imbalance samplers; random)", choices=(*SAMPLERS, "random"))),
+        ("batch_size", int, setting(64, "images per batch", BATCH)),
+        ("num_instances", int, setting(4, "K: images per identity in a batch", Int(1, 1024))),
+    ]  # fmt: skip
+    declared = {}
+    for cls in SAMPLERS.values():
+        for key, spec in cls.OPTIONS.items():
+            declared.setdefault(key, spec)
+    options = [(key, type(spec.default), setting(spec.default, spec.help, spec.bounds))
+               for key, spec in declared.items()]  # fmt: skip
+    return make_dataclass("SamplerConfig", own + options)
+
+
+SamplerConfig = _sampler_config()
 
 
 @dataclass

@@ -119,7 +119,7 @@ def test_power_law_frequencies(q):
 
 def test_repeat_factor_frequencies():
     pids, _ = dataset()
-    sampler = RepeatFactorSampler(pids, 8, 2, threshold=0.1, seed=4)
+    sampler = RepeatFactorSampler(pids, 8, 2, repeat_threshold=0.1, seed=4)
     expected_images = COUNTS * sampler.repeat_factors
     np.testing.assert_allclose(
         sampler.repeat_factors, np.maximum(1, np.sqrt(0.1 / (COUNTS / COUNTS.sum())))

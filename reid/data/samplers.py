@@ -31,13 +31,16 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..arguments import Float
 from ..errors import ReidError
+from ..settings import Setting
 
 log = logging.getLogger(__name__)
 
 
 class _IdentitySampler:
-    #: the sampler's own settings: constructor keyword → key of the config's ``sampler:`` section
+    #: the sampler's own settings (``reid.settings.Setting``), declared here once: each is a
+    #: constructor keyword and the key of the config's ``sampler:`` section of the same name
     OPTIONS: dict = {}
     NEEDS_CAMIDS = False
 
@@ -180,9 +183,10 @@ class BalancedIdentitySampler(_IdentitySampler):
 
 
 class PowerLawSampler(_IdentitySampler):
-    OPTIONS = {"power": "power"}
+    OPTIONS = {"power": Setting(0.5, "power: identity weights ∝ count^power", Float(0, 10))}
 
-    def __init__(self, pids, batch_size, num_instances, power: float = 0.5, **kwargs):
+    def __init__(self, pids, batch_size, num_instances,
+                 power: float = OPTIONS["power"].default, **kwargs):  # fmt: skip
         super().__init__(pids, batch_size, num_instances, **kwargs)
         weights = self.counts.astype(np.float64) ** power
         self.probabilities = weights / weights.sum()
@@ -221,13 +225,16 @@ class PowerLawSampler(_IdentitySampler):
 
 
 class RepeatFactorSampler(_IdentitySampler):
-    OPTIONS = {"threshold": "repeat_threshold"}
+    OPTIONS = {
+        "repeat_threshold": Setting(0.01, "repeat: LVIS repeat-factor threshold t", Float(0, 1))
+    }
 
-    def __init__(self, pids, batch_size, num_instances, threshold: float = 0.01, **kwargs):
+    def __init__(self, pids, batch_size, num_instances,
+                 repeat_threshold: float = OPTIONS["repeat_threshold"].default, **kwargs):  # fmt: skip
         super().__init__(pids, batch_size, num_instances, **kwargs)
         fractions = self.counts / self.counts.sum()
-        self.repeat_factors = np.maximum(1.0, np.sqrt(threshold / fractions))
-        self.threshold = threshold
+        self.repeat_factors = np.maximum(1.0, np.sqrt(repeat_threshold / fractions))
+        self.threshold = repeat_threshold
 
     def repeated_pools(self, rng) -> dict[int, np.ndarray]:
         """Each image repeated ⌊r_j⌋ times, plus once with probability r_j − ⌊r_j⌋."""

@@ -181,7 +181,7 @@ def build_sampler(cfg: DictConfig, pids, camids, rank: int, world_size: int):
         raise KeyError(f"unknown sampler {s.name!r}; valid: random, {', '.join(SAMPLERS)}")
     sampler = SAMPLERS[s.name]
     first = (pids, camids) if sampler.NEEDS_CAMIDS else (pids,)
-    options = {argument: s[key] for argument, key in sampler.OPTIONS.items()}
+    options = {key: s[key] for key in sampler.OPTIONS}
     return sampler(
         *first,
         s.batch_size,

@@ -24,7 +24,6 @@ import numpy as np
 
 from ..data import arrays, load_dataset
 from ..data.records import DatasetError
-from ..errors import ReidError
 from ..evaluation.feature_set import FeatureSet
 from ..evaluation.rank import evaluate_rank
 from ..index.sources import image_folder_records
@@ -158,8 +157,8 @@ def _calibration_records(folder: str, crops: int) -> list:
     return [records[i] for i in sorted(chosen)]
 
 
-def _batches(extractor: FeatureExtractor, records, batch: int = 32) -> list[np.ndarray]:
-    """The calibration crops, preprocessed as every runtime sees them."""
+def _batches(extractor: FeatureExtractor, records) -> list[np.ndarray]:
+    """The calibration crops, preprocessed as every runtime sees them (the extractor's batches)."""
     loader = extractor.loader(records)
     return [images.numpy() for images, *_ in loader]
 
@@ -245,4 +244,4 @@ def _verify(reference: np.ndarray, produced: np.ndarray, split, plan: _Plan, r: 
     }
 
 
-__all__ = ["Reduction", "export_models", "ReidError"]
+__all__ = ["Foreign", "Reduction", "export_models"]

@@ -44,7 +44,11 @@ class NumpyStore:
         return NumpyOptions(block=given.get("block") or 4096)
 
     @classmethod
-    def check_target(cls, options, directory, previous, dim, count) -> None:
+    def check_target(cls, options, directory, previous) -> None:
+        pass
+
+    @classmethod
+    def check_fits(cls, options, dim, count) -> None:
         pass
 
     @classmethod

@@ -91,7 +91,11 @@ class FaissStore:
         return FaissOptions(factory="Flat" if factory is None else factory)
 
     @classmethod
-    def check_target(cls, options, directory, previous, dim, count) -> None:
+    def check_target(cls, options, directory, previous) -> None:
+        pass  # the factory string was parsed with the options
+
+    @classmethod
+    def check_fits(cls, options, dim, count) -> None:
         parse_factory(options.factory, dim, count)
 
     @classmethod
@@ -116,8 +120,7 @@ class FaissStore:
 
     @classmethod
     def open(cls, directory, manifest, files, writer=False, uri=None) -> FaissStore:
-        section = manifest.get("store") or {"factory": manifest.get("factory", "Flat")}
-        factory = section.get("factory")
+        factory = manifest["store"].get("factory")  # GalleryIndex.load fills a legacy section
         if not isinstance(factory, str) or not factory:
             raise IndexFormatError(f"{Path(directory) / 'manifest.json'}: field store.factory: "
                                    "missing (a FAISS index records its factory string)")  # fmt: skip

@@ -187,11 +187,6 @@ def read_features(path: Path, count: int, dim: int) -> np.ndarray:
     return features
 
 
-def store_section(manifest: dict) -> dict:
-    """The manifest's store description (``stores.section``)."""
-    return section(manifest)
-
-
 class GalleryIndex:
     """Metadata, manifest and validation over a :class:`~reid.index.store.VectorStore`."""
 
@@ -358,6 +353,8 @@ class GalleryIndex:
                 f"{manifest_path}: missing (not an index directory, or an interrupted export)"
             )
         parsed, manifest = read_manifest_file(manifest_path)  # every field checked, names plain
+        # a manifest written before the store seam has no section: it is the legacy store's
+        manifest = {**manifest, "store": section(manifest)}
         kind = manifest_store(manifest)
         roles = parsed.role_files()
         for role in kind.capabilities.files:

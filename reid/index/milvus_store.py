@@ -282,7 +282,7 @@ class MilvusStore:
         return {"pymilvus": version("pymilvus")}
 
     @classmethod
-    def check_target(cls, options, directory, previous, dim=None, count=None) -> None:
+    def check_target(cls, options, directory, previous) -> None:
         """Before any work: the server answers and ``--collection`` is free or ours (and, when
         it points to the collection this folder's manifest names, this folder owns it)."""
         store = cls(options.uri, options.collection, "", 1, options.index_type, options.params)
@@ -293,6 +293,10 @@ class MilvusStore:
             )
         finally:
             store.close()
+
+    @classmethod
+    def check_fits(cls, options, dim, count) -> None:
+        pass  # any width and count: the collection is made for the model's dimension
 
     def check_owner(self, name: str, directory: Path) -> None:
         """A collection belongs to the index folder that made it (recorded in its description

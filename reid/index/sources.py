@@ -10,12 +10,11 @@ import torch
 from ..data import load_dataset
 from ..data.market1501 import IMAGE_SUFFIXES, parse_name_or_unknown
 from ..data.records import DatasetError, ImageRecord
-from ..errors import ReidError
 from ..loading import load_model
 from ..models import FeatureExtractor
 from ..models.checkpoint import preprocessing
-from ..models.export import is_export, read_sidecar
-from ..models.runtime import RuntimeModule, choose_runtime, open_runtime
+from ..models.export import is_export, open_export
+from ..models.runtime import RuntimeModule, check_checkpoint_runtime
 from ..outputs import sha256
 
 
@@ -41,18 +40,12 @@ class Embedder:
         if not path.is_file():
             raise DatasetError(f"{path}: model file not found")
         if is_export(path):
-            meta = read_sidecar(path)
-            chosen = choose_runtime(path, meta.precision, runtime, meta.runtime)
-            module = RuntimeModule(open_runtime(path, chosen, meta.precision))
-            extractor = FeatureExtractor(
-                module, tuple(meta.image_size), "cpu", batch_size, source=str(path)
-            )
-            return cls(extractor, meta.image_size, meta.source_hash, chosen, meta.precision)
-        if runtime not in (None, "torch"):
-            raise ReidError(
-                f"--runtime {runtime}: a training checkpoint runs on torch; export it first "
-                f"(reid export-model --checkpoint {path} --out model.onnx)"
-            )
+            opened = open_export(path, runtime)
+            meta = opened.sidecar
+            extractor = FeatureExtractor(RuntimeModule(opened.run), tuple(meta.image_size), "cpu",
+                                         batch_size, source=str(path))  # fmt: skip
+            return cls(extractor, meta.image_size, meta.source_hash, opened.runtime, meta.precision)
+        check_checkpoint_runtime(runtime, path)
         model, cfg = load_model(path)
         extractor = FeatureExtractor(
             model, tuple(cfg.data.image_size), device, batch_size, source=str(path)

@@ -121,8 +121,14 @@ class VectorStore(Protocol):
     def parse_options(cls, given: dict) -> StoreOptions: ...  # option → value or None
 
     @classmethod
-    def check_target(cls, options, directory: Path | None, previous: dict | None, dim: int,
-                     count: int) -> None: ...  # fmt: skip
+    def check_target(cls, options, directory: Path | None, previous: dict | None) -> None:
+        """Before any work: what needs no model (a server that answers, a name free or ours);
+        ``previous``: the store section of the index the folder holds, if any."""
+
+    @classmethod
+    def check_fits(cls, options, dim: int, count: int) -> None:
+        """Once the model and the gallery are known, before embedding: the options fit a
+        ``dim``-wide embedding of ``count`` images."""
 
     @classmethod
     def check_search(cls, section: dict, search: SearchOptions) -> None: ...

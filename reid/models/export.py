@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -163,14 +164,30 @@ def is_export(path: str | Path) -> bool:
     return Path(path).suffix in FORMATS or Path(f"{path}.json").is_file()
 
 
-def load_exported(path: str | Path, runtime: str | None = None):
-    """A callable ``images (N, 3, H, W) float32 tensor → embeddings (N, D) numpy`` for an export
-    (its sidecar's precision; the runtime asked for, or the one it was verified with)."""
+@dataclass(frozen=True)
+class OpenedExport:
+    """An export ready to run: its sidecar (None for a file being checked before it has one),
+    the runtime chosen for it, and ``run``: ``images (N, 3, H, W) float32 tensor → embeddings
+    (N, D) numpy``."""
+
+    sidecar: Sidecar | None
+    runtime: str
+    run: Callable
+
+
+def open_export(path: str | Path, runtime: str | None = None, sidecar: bool = True) -> OpenedExport:
+    """The one way an export is opened: its sidecar read (required unless ``sidecar`` is
+    False), then its precision run on the runtime asked for, or the one it was verified with."""
     path = Path(path)
-    sidecar = read_sidecar(path) if Path(f"{path}.json").is_file() else None
-    precision = sidecar.precision if sidecar else "fp32"
-    chosen = choose_runtime(path, precision, runtime, sidecar.runtime if sidecar else None)
-    return open_runtime(path, chosen, precision)
+    meta = read_sidecar(path) if sidecar or Path(f"{path}.json").is_file() else None
+    precision = meta.precision if meta else "fp32"
+    chosen = choose_runtime(path, precision, runtime, meta.runtime if meta else None)
+    return OpenedExport(meta, chosen, open_runtime(path, chosen, precision))
+
+
+def load_exported(path: str | Path, runtime: str | None = None) -> Callable:
+    """The callable of an export, its sidecar read when it has one (``open_export``)."""
+    return open_export(path, runtime, sidecar=False).run
 
 
 def export_model(

@@ -99,15 +99,14 @@ def sensitivity(fp32: Path, int8: Path, batches: Sequence[np.ndarray]) -> list[t
 
     ranked = []
     for node in graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or not node.output:
+        quantized = any(
+            i in produced_by and produced_by[i].op_type == "DequantizeLinear" for i in node.input
+        )
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or not quantized:
             continue
-        inputs = [source(i) for i in node.input if i in produced_by or i in sqnr]
-        if not any(produced_by.get(i) is not None and produced_by[i].op_type == "DequantizeLinear"
-                   for i in node.input):  # fmt: skip
-            continue  # not quantized
-        if node.output[0] not in sqnr:
+        if not node.output or node.output[0] not in sqnr:
             continue
-        before = [sqnr[i] for i in inputs if i in sqnr]
+        before = [sqnr[t] for t in map(source, node.input) if t in sqnr]
         drop = (min(before) if before else float(np.inf)) - sqnr[node.output[0]]
         ranked.append((node.name, float(drop) if np.isfinite(drop) else 1e3))
     return sorted(ranked, key=lambda item: -item[1])

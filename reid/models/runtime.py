@@ -100,6 +100,15 @@ def choose_runtime(path: Path, precision: str, runtime: str | None, verified: st
     return chosen
 
 
+def check_checkpoint_runtime(runtime: str | None, path) -> None:
+    """A training checkpoint runs on torch; another runtime needs an export of it."""
+    if runtime not in (None, "torch"):
+        raise RuntimeChoiceError(
+            f"--runtime {runtime}: a training checkpoint runs on torch; export it first "
+            f"(reid export-model --checkpoint {path} --out model.onnx)"
+        )
+
+
 def open_runtime(path: str | Path, runtime: str, precision: str = "fp32") -> Callable:
     """A callable ``images (N, 3, H, W) float32 tensor → embeddings (N, D) numpy``."""
     path = Path(path)

@@ -17,8 +17,8 @@ from ..evaluation.plots import Hit, RankedList, draw_ranked_lists, plot_cmc, plo
 from ..evaluation.verification import verification_metrics
 from ..loading import load_model
 from ..models import FeatureExtractor
-from ..models.export import is_export, read_sidecar
-from ..models.runtime import RuntimeModule, choose_runtime, open_runtime
+from ..models.export import is_export, open_export
+from ..models.runtime import RuntimeModule, check_checkpoint_runtime
 from ..outputs import OutputFolder, output_file
 
 EVALUATION_FILES = ("result.json", "cmc.png", "verification.png", "ranked_lists.png")
@@ -35,14 +35,11 @@ def features_from_checkpoint(
             raise ReidError(
                 f"--data: {checkpoint} is an exported model; name the split to evaluate"
             )
-        meta = read_sidecar(checkpoint)
-        runtime = choose_runtime(Path(checkpoint), meta.precision, extraction.runtime, meta.runtime)
-        model = RuntimeModule(open_runtime(checkpoint, runtime, meta.precision))
-        root, kind, size, device = data, "auto", tuple(meta.image_size), "cpu"
+        opened = open_export(checkpoint, extraction.runtime)
+        model = RuntimeModule(opened.run)
+        root, kind, size, device = data, "auto", tuple(opened.sidecar.image_size), "cpu"
     else:
-        if extraction.runtime not in (None, "torch"):
-            raise ReidError(f"--runtime {extraction.runtime}: a training checkpoint runs on torch; "
-                            "export it first (reid export-model)")  # fmt: skip
+        check_checkpoint_runtime(extraction.runtime, checkpoint)
         model, cfg = load_model(checkpoint)
         # the run's own data is read the way the run read it (its data.kind), another root is
         # auto-detected

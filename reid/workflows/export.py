@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import arrays, load_dataset
+from ..data import arrays
 from ..data.records import DatasetError
 from ..evaluation.feature_set import FeatureSet
 from ..evaluation.rank import evaluate_rank
@@ -35,6 +35,7 @@ from ..models.runtime import PRECISION_RUNTIMES, RuntimeModule, cpu_has_bf16, op
 from ..models.torchreid_model import IMAGE_SIZE, is_torchreid, load_torchreid
 from ..optional import require
 from ..outputs import sha256
+from .index import labelled_split
 
 #: how many of the most sensitive nodes an int8 export keeps in fp32, round by round
 FP32_ROUNDS = (0, 2, 4, 8, 16, 32)
@@ -132,11 +133,9 @@ def _plan(outs, r: Reduction) -> _Plan:
             "(query/ + bounding_box_test/, or a CSV manifest)"
         )
     try:
-        split = load_dataset(source, all_splits=False)
+        split = labelled_split(source, "--verify")
     except DatasetError as exc:
         raise ExportError(f"--verify {source}: {exc}") from None
-    if not split.query or not split.gallery:
-        raise ExportError(f"--verify {source}: needs labelled query and gallery images")
     return _Plan(runtime, split, str(source), crops)
 
 

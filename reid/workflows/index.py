@@ -17,7 +17,7 @@ from ..evaluation.verification import verification_metrics
 from ..index.gallery import GalleryIndex, IndexFormatError, check_index_target, read_manifest
 from ..index.sources import Embedder, gallery_records, image_folder_records
 from ..index.store import EXACT, SearchOptions, StoreOptions
-from ..index.stores import manifest_store, parse_store_options, section, store_class
+from ..index.stores import parse_store_options, section, store_class
 from ..outputs import (
     ENROL_TOOL,
     OutputFolder,
@@ -75,13 +75,13 @@ def export_index(
     if calibrate is not None:
         if not 0 < far < 1:
             raise ReidError(f"--far {far}: must be between 0 and 1")
-        calibration_set = calibration_split(calibrate)
+        calibration_set = labelled_split(calibrate)
     store = options.store or parse_store_options()
     kind = store_class(store.backend)
     old = read_manifest(Path(out)) if Path(out).is_dir() else None
     previous = section(old) if old else None
     if not append:  # what needs no model (a server that answers, a name that is free or ours)
-        kind.check_target(store, Path(out), previous, None, None)
+        kind.check_target(store, Path(out), previous)
     with lock_folder(out, "index export or removal", "--out"):
         index = GalleryIndex.load(out, writer=True) if append else None
         embedder = Embedder.open(model, device, batch_size, options.runtime)
@@ -105,7 +105,7 @@ def export_index(
                 )
             records = kept
         else:  # what needs the model's dimension and the gallery's size
-            kind.check_target(store, Path(out), previous, embedder.dim, len(records))
+            kind.check_fits(store, embedder.dim, len(records))
         pids, camids = arrays(records)
         paths = [r.path for r in records]
         features = embedder(paths, progress=True)
@@ -214,17 +214,18 @@ def compare_embedding(manifest: dict, embedder: Embedder) -> dict:
     return found
 
 
-def calibration_split(source: str):
-    """The labelled query/gallery a threshold is calibrated on (checked before any embedding)."""
+def labelled_split(source: str, flag: str = "--calibrate"):
+    """The labelled query/gallery a model is measured on — a threshold calibrated (``flag``
+    ``--calibrate``), a reduced export verified (``--verify``) — checked before any embedding."""
     path = Path(source)
     if path.suffix in (".npz", ".parquet"):
         raise ReidError(
-            f"--calibrate {source}: a feature file does not record which model made it; "
-            "calibrate on a labelled split (query/ + bounding_box_test/, or a CSV manifest)"
+            f"{flag} {source}: a feature file does not record which model made it; "
+            "give a labelled split (query/ + bounding_box_test/, or a CSV manifest)"
         )
     dataset = load_dataset(path, all_splits=False)
     if not dataset.query or not dataset.gallery:
-        raise ReidError(f"--calibrate {source}: needs labelled query and gallery images")
+        raise ReidError(f"{flag} {source}: needs labelled query and gallery images")
     return dataset
 
 
@@ -338,7 +339,7 @@ def search(
     if topk < 1:
         raise IndexFormatError(f"--topk {topk}: must be at least 1")
     index = GalleryIndex.load(index_dir)
-    manifest_store(index.manifest).check_search(section(index.manifest), SearchOptions(nprobe, ef))
+    index.store.check_search(index.manifest["store"], SearchOptions(nprobe, ef))
     if model is None:
         raise ReidError("--checkpoint (or an exported model) is needed to embed the query images")
     point = operating_point(index.manifest, far, threshold, no_threshold)

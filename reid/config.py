@@ -324,8 +324,9 @@ def validate(config: DictConfig, source: str = "config") -> None:
             section, name = key.split(".")
             config[section][name] = word
             continue
-        if value not in valid:
-            bad(key, f"unknown value; valid: {', '.join(valid)}")
+        why = SETTINGS[key].check(value)
+        if why is not None:
+            bad(key, why)
     backbone = config.model.backbone
     if backbone not in TORCHVISION and not (
         backbone.startswith("torchreid:") and len(backbone) > len("torchreid:")
@@ -345,7 +346,7 @@ def validate(config: DictConfig, source: str = "config") -> None:
     for key, spec in SETTINGS.items():
         if key.startswith("head.") and key.split(".")[1] in used:
             spec = used[key.split(".")[1]]  # the chosen head's own range
-        why = spec.check(_get(config, key)) if spec.choices is None else None
+        why = spec.check(_get(config, key)) if spec.choices is None else None  # choices: above
         if why is not None:
             value = _get(config, key)
             shown = list(value) if spec.items is not None else value
